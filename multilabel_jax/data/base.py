@@ -23,6 +23,7 @@ class DataStats:
   unknown_labels: int = 0
   truncated_labels: int = 0
   out_of_range_ids: int = 0
+  truncated_tokens: int = 0  # Bag-of-words inputs: distinct tokens/features past max_tokens.
 
   def update(self, other: "DataStats") -> "DataStats":
     for f in dataclasses.fields(self):
