@@ -1,0 +1,313 @@
+"""Generic multi-label text dataset from JSON lines: one record (a JSON object) per line.
+
+Any schema with some text and a list of labels loads by configuration alone
+(:class:`JsonlConfig`); debtags (:mod:`multilabel_jax.data.debtags`) is one such
+configuration. Example::
+
+    source = load_jsonl(JsonlConfig(path="my.jsonl.gz", text_fields=("title", "body"),
+                                    label_field="hashtags", split="hash", hash_field="id"))
+
+Inputs are bag-of-words features from :mod:`multilabel_jax.data.text`: ``token_ids`` int32
+``[T]`` (padded with 0) and ``token_weights`` float32 ``[T]``. The text of a record is its
+``text_fields`` joined by newlines (a list value is joined by spaces); each value of a
+``token_fields`` field becomes one whole token ``"field=value"`` (e.g. ``"depends=python3"``),
+not split into words.
+
+Splits (``split``):
+
+* ``"hash"``: ``int(md5(str(record[hash_field])).hexdigest(), 16) % hash_modulus`` in
+  ``hash_test`` is test, in ``hash_validation`` validation, anything else train.
+* ``"field"``: ``record[split_field]`` mapped through ``split_values`` (e.g. ``"dev"`` ->
+  ``"validation"``).
+* ``"files"``: ``files`` maps each split name to its own file.
+
+The vocabulary, IDF and label map are fit on the train split only. Bad data is counted in
+``info.stats`` (``strict=True`` raises ValueError naming ``file:line``): a line that is not
+a JSON object, lacks the label field or the hash/split field, or has a value of the wrong
+type is a **malformed line** and skipped; blank lines are skipped silently. Label rules
+(unknown, empty, truncated) are in :mod:`multilabel_jax.data.label_map`; tokens past
+``text.max_tokens`` count in ``truncated_tokens``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import pathlib
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from multilabel_jax.data import base
+from multilabel_jax.data import label_map as label_map_lib
+from multilabel_jax.data import memory
+from multilabel_jax.data import text as text_lib
+
+SPLITS = ("train", "validation", "test")
+VOCAB_FILE = "text_features.json"
+LABELS_FILE = "label_map.json"
+
+
+@dataclasses.dataclass
+class JsonlConfig:
+  """Where a JSONL dataset is and how to read it (module docstring has the rules).
+
+  Attributes:
+    name: dataset name (``info.name``).
+    path: the file (``.jsonl`` or ``.jsonl.gz``) for the ``"hash"`` and ``"field"`` splits.
+    files: split name -> file, for ``split="files"``.
+    split: ``"hash"``, ``"field"`` or ``"files"``.
+    hash_field, hash_modulus, hash_test, hash_validation: the hash split rule.
+    split_field, split_values: the field split rule (record value -> split name).
+    text_fields: keys whose values (string or list of strings) make the text.
+    token_fields: keys whose values become whole ``"key=value"`` tokens.
+    label_field: key of the label list (strings or integers, used as names).
+    max_labels: L; None: the most distinct labels of a training record.
+    min_label_count: keep labels seen in at least this many training records.
+    text: the text featurisation.
+    strict: raise on the first bad line or label instead of counting.
+  """
+  name: str = "jsonl"
+  path: Optional[str] = None
+  files: Optional[Mapping[str, str]] = None
+  split: str = "hash"
+  hash_field: str = "id"
+  hash_modulus: int = 10
+  hash_test: Sequence[int] = (0,)
+  hash_validation: Sequence[int] = (1,)
+  split_field: str = "split"
+  split_values: Mapping[str, str] = dataclasses.field(default_factory=lambda: {
+      "train": "train", "validation": "validation", "valid": "validation", "dev": "validation",
+      "test": "test"})
+  text_fields: Sequence[str] = ("title", "synopsis", "description", "text")
+  token_fields: Sequence[str] = ()
+  label_field: str = "tags"
+  max_labels: Optional[int] = None
+  min_label_count: int = 1
+  text: text_lib.TextConfig = text_lib.TextConfig()
+  strict: bool = False
+
+  def __post_init__(self):
+    if isinstance(self.text, Mapping):  # From an ml_collections / JSON config.
+      self.text = text_lib.TextConfig(**self.text)
+    if self.split not in ("hash", "field", "files"):
+      raise ValueError(f"JsonlConfig.split must be 'hash', 'field' or 'files', "
+                       f"got {self.split!r}.")
+    if self.split == "files" and not self.files:
+      raise ValueError("JsonlConfig.split='files' needs `files` (split name -> path).")
+    if self.split != "files" and not self.path:
+      raise ValueError(f"JsonlConfig.split={self.split!r} needs `path`.")
+
+
+def md5_bucket(key: str, modulus: int) -> int:
+  """``int(md5(key).hexdigest(), 16) % modulus`` (UTF-8 bytes of ``key``)."""
+  return int(hashlib.md5(key.encode("utf-8")).hexdigest(), 16) % modulus
+
+
+def open_text(path) -> io.TextIOBase:
+  """Opens a text file for reading, gunzipping ``*.gz``."""
+  path = pathlib.Path(path)
+  if path.suffix == ".gz":
+    return gzip.open(path, "rt", encoding="utf-8")
+  return open(path, "r", encoding="utf-8")
+
+
+@dataclasses.dataclass
+class Record:
+  """One parsed line."""
+  origin: str  # "file:line"
+  key: str
+  doc: List[str]  # Tokens.
+  labels: List[str]
+
+
+def _text(value, field: str) -> str:
+  if value is None:
+    return ""
+  if isinstance(value, str):
+    return value
+  if isinstance(value, (int, float)) and not isinstance(value, bool):
+    return str(value)
+  if isinstance(value, list) and all(isinstance(v, str) for v in value):
+    return " ".join(value)
+  raise ValueError(f"field {field!r} must be a string or a list of strings, "
+                   f"got {type(value).__name__}")
+
+
+def _values(value, field: str) -> List[str]:
+  if value is None:
+    return []
+  if isinstance(value, (str, int)) and not isinstance(value, bool):
+    return [str(value)]
+  if isinstance(value, list) and all(
+      isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+    return [str(v) for v in value]
+  raise ValueError(f"field {field!r} must be a string or a list of strings/ints, "
+                   f"got {type(value).__name__}")
+
+
+def _parse(line: str, config: JsonlConfig, featurizer: text_lib.TextFeaturizer,
+           seen_text: List[bool]) -> Tuple[Dict, List[str], List[str]]:
+  """A line -> (record, tokens, labels); ValueError with the problem if malformed."""
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"invalid JSON ({e.msg} at column {e.colno})") from None
+  if not isinstance(record, dict):
+    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+  if config.label_field not in record:
+    raise ValueError(f"no label field {config.label_field!r}")
+  labels = record[config.label_field]
+  if not isinstance(labels, list):
+    raise ValueError(f"label field {config.label_field!r} must be a list, "
+                     f"got {type(labels).__name__}")
+  labels = _values(labels, config.label_field)
+  parts = []
+  for field in config.text_fields:
+    if field in record:
+      seen_text[0] = True
+      parts.append(_text(record[field], field))
+  tokens = featurizer.tokens("\n".join(p for p in parts if p))
+  for field in config.token_fields:
+    if field in record:
+      seen_text[0] = True
+      tokens.extend(f"{field}={v}" for v in _values(record[field], field))
+  return record, tokens, labels
+
+
+def _split_of(record: Dict, config: JsonlConfig) -> Tuple[str, str]:
+  """(split, key) of a record under the "hash" or "field" rule."""
+  if config.split == "hash":
+    if config.hash_field not in record or record[config.hash_field] is None:
+      raise ValueError(f"no hash field {config.hash_field!r}")
+    key = str(record[config.hash_field])
+    bucket = md5_bucket(key, config.hash_modulus)
+    if bucket in config.hash_test:
+      return "test", key
+    return ("validation" if bucket in config.hash_validation else "train"), key
+  value = record.get(config.split_field)
+  if not isinstance(value, str) or value not in config.split_values:
+    raise ValueError(f"split field {config.split_field!r} is {value!r}, not one of "
+                     f"{sorted(config.split_values)}")
+  return config.split_values[value], str(record.get(config.hash_field, ""))
+
+
+def read_records(config: JsonlConfig, featurizer: text_lib.TextFeaturizer,
+                 stats: base.DataStats) -> Dict[str, List[Record]]:
+  """Reads and tokenises every record, grouped by split. Malformed lines are counted in
+  ``stats`` and skipped (``config.strict``: raised)."""
+  if config.split == "files":
+    sources = [(path, split) for split, path in config.files.items()]
+  else:
+    sources = [(config.path, None)]
+  out: Dict[str, List[Record]] = {}
+  for path, file_split in sources:
+    seen_text = [False]
+    num_records = 0
+    with open_text(path) as f:
+      for lineno, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        origin = f"{path}:{lineno}"
+        try:
+          record, tokens, labels = _parse(line, config, featurizer, seen_text)
+          if file_split is None:
+            split, key = _split_of(record, config)
+          else:
+            split, key = file_split, str(record.get(config.hash_field, lineno))
+        except ValueError as e:
+          if config.strict:
+            raise ValueError(f"{origin}: malformed line: {e}.") from None
+          stats.malformed_lines += 1
+          continue
+        num_records += 1
+        out.setdefault(split, []).append(Record(origin, key, tokens, labels))
+    if num_records and not seen_text[0]:
+      raise ValueError(f"{path}: no record has any of text_fields {list(config.text_fields)} "
+                       f"or token_fields {list(config.token_fields)}; set them to the "
+                       "keys of your schema.")
+  return out
+
+
+class JsonlSource(memory.ArraySource):
+  """An :class:`~multilabel_jax.data.memory.ArraySource` that also holds the fitted
+  ``featurizer`` and ``label_map`` (save them with :meth:`save_vocab`)."""
+
+  featurizer: text_lib.TextFeaturizer
+  label_map: label_map_lib.LabelMap
+
+  def save_vocab(self, directory) -> None:
+    """Writes ``text_features.json`` and ``label_map.json`` into ``directory``."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    self.featurizer.save(directory / VOCAB_FILE)
+    self.label_map.save(directory / LABELS_FILE)
+
+
+def load_vocab(directory) -> Tuple[text_lib.TextFeaturizer, label_map_lib.LabelMap]:
+  """The ``(featurizer, label_map)`` saved by :meth:`JsonlSource.save_vocab`."""
+  directory = pathlib.Path(directory)
+  return (text_lib.TextFeaturizer.load(directory / VOCAB_FILE),
+          label_map_lib.LabelMap.load(directory / LABELS_FILE))
+
+
+def load_jsonl(config: JsonlConfig, *, featurizer: Optional[text_lib.TextFeaturizer] = None,
+               label_map: Optional[label_map_lib.LabelMap] = None,
+               max_labels: Optional[int] = None) -> JsonlSource:
+  """Reads, splits and featurises a JSONL dataset into memory.
+
+  Args:
+    config: the dataset.
+    featurizer, label_map: already fitted ones (e.g. loaded with a checkpoint by
+      :func:`load_vocab`); None fits them on the train split.
+    max_labels: overrides ``config.max_labels``.
+
+  Returns:
+    A ``JsonlSource`` with splits ``train``, ``validation`` and ``test`` (those that have
+    records); ``info.train_label_counts`` counts the train split.
+  """
+  new_featurizer = featurizer is None
+  featurizer = featurizer or text_lib.TextFeaturizer(config.text)
+  read_stats = base.DataStats()
+  records = read_records(config, featurizer, read_stats)
+  train = records.get("train", [])
+  if not train and (new_featurizer or label_map is None):
+    raise ValueError(f"{config.name}: the train split is empty; cannot fit the vocabulary "
+                     "and label map.")
+  if new_featurizer:
+    featurizer.fit([r.doc for r in train])
+  if label_map is None:
+    label_map = label_map_lib.LabelMap.fit((r.labels for r in train), config.min_label_count)
+  max_labels = max_labels or config.max_labels
+  if max_labels is None:
+    max_labels = max((len({l for l in r.labels if l in label_map.index}) for r in train),
+                     default=1) or 1
+
+  arrays, keys, split_stats = {}, {}, {}
+  for split in [s for s in SPLITS if s in records] + sorted(set(records) - set(SPLITS)):
+    recs = records[split]
+    stats = base.DataStats()
+    label_ids = label_map.encode([r.labels for r in recs], max_labels, stats=stats,
+                                 strict=config.strict, origins=[r.origin for r in recs])
+    ids, weights, dropped = featurizer.transform([r.doc for r in recs])
+    stats.truncated_tokens += int(dropped.sum())
+    arrays[split] = {"token_ids": ids, "token_weights": weights, "label_ids": label_ids}
+    keys[split] = [r.key for r in recs]
+    split_stats[split] = stats
+  total = base.DataStats().update(read_stats)
+  for s in split_stats.values():
+    total.update(s)
+  train_ids = arrays.get("train", {}).get("label_ids", np.zeros((0, max_labels), np.int32))
+  info = base.DatasetInfo(
+      name=config.name, num_classes=len(label_map), max_labels=max_labels,
+      inputs=featurizer.input_specs(),
+      train_label_counts=label_map_lib.label_counts(train_ids, len(label_map)),
+      num_train_examples=len(train_ids), class_names=list(label_map.names), stats=total)
+  split_stats["read"] = read_stats
+  source = JsonlSource(info, arrays, keys=keys, split_stats=split_stats)
+  source.featurizer = featurizer
+  source.label_map = label_map
+  return source
