@@ -1,0 +1,19 @@
+"""Multi-label losses, each with its natural decoder; see the module docstrings for papers.
+
+Every loss returns per-example values ``[B]`` and leaves the batch reduction to the caller
+(as optax does); ``masked_mean`` is a convenience for it.
+"""
+
+from multilabel_jax.losses import decoders
+from multilabel_jax.losses._common import masked_mean
+from multilabel_jax.losses.count import abs_kl, count_distribution, count_scores, expected_count
+from multilabel_jax.losses.decoders import (DecodedSets, by_count, calibrate_average_k,
+                                            calibrate_class_thresholds, threshold, top_k)
+from multilabel_jax.losses.embedding import (embedding_scores, label_embedding_cosine,
+                                             pmi_label_embeddings, pmi_matrix)
+from multilabel_jax.losses.objectives import (OBJECTIVES, HeadOutput, Objective,
+                                              accepted_options, get_objective)
+from multilabel_jax.losses.sigmoid import asymmetric, focal, sigmoid_bce
+from multilabel_jax.losses.softmax import softmax_scores, softmax_xent
+from multilabel_jax.losses.two_head import average_k_pseudo_labels, two_head_average_k
+from multilabel_jax.losses.zlpr import zlpr
