@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from multilabel_jax import labels as labels_lib
-from multilabel_jax.losses import count, embedding, sigmoid, softmax, two_head, zlpr
+from multilabel_jax.losses import (count, decoders, embedding, sigmoid, softmax, two_head,
+                                   zlpr)
 
 
 class HeadOutput(NamedTuple):
@@ -84,6 +85,26 @@ class Objective:
   def scores(self, outputs) -> jax.Array:
     """Per-class scores ``[B, C]``."""
     return self.scores_fn(outputs)
+
+  def decode(self, outputs, *, t=None, max_labels: Optional[int] = None):
+    """Label sets under the objective's natural decoder, as ``DecodedSets``.
+
+    Args:
+      outputs: the model's head outputs.
+      t: the threshold for "average_k" (required: calibrate it on validation with
+        ``decoders.calibrate_average_k``) or an override for "threshold".
+      max_labels: slot count for variable-size decoders (default C).
+    """
+    scores = self.scores(outputs)
+    if self.decoder in ("top_k", "nearest"):
+      return decoders.top_k(scores, self.decoder_params["k"])
+    if self.decoder == "by_count":
+      return decoders.by_count(scores, self.counts_fn(outputs), max_labels=max_labels)
+    if self.decoder == "average_k" and t is None:
+      raise ValueError(f"objective {self.name!r} decodes with a calibrated average-K "
+                       "threshold: pass t=decoders.calibrate_average_k(val_scores, k).")
+    t = self.decoder_params.get("t") if t is None else t
+    return decoders.threshold(scores, t, max_labels=max_labels)
 
 
 def _sigmoid_family(name, loss, num_classes, bias_init, options):
