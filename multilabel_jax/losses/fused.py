@@ -1,0 +1,502 @@
+"""Fused linear head + multi-label losses over class chunks (no ``[B, C]`` array).
+
+For 100k-1M classes the logits ``x @ kernel + bias`` of a batch do not fit in memory
+(B=1024, C=1M: 4 GiB in float32, several times that with the gradient). The functions
+here compute the same per-example losses as the dense ``sigmoid_bce`` / ``softmax_xent``
+on those logits, but over chunks of ``chunk_size`` classes:
+
+* sigmoid BCE: a running ``sum_c softplus(z_c)`` (and ``sum_c z_c`` for label smoothing);
+* softmax: an online max / sum-exp (logsumexp), as in flash attention;
+* positives: for each chunk, the logits at the label ids falling into it are gathered from
+  the chunk (``x . kernel[:, id] + bias[id]``), so ids cost ``O(B L)`` per chunk.
+
+A ``jax.custom_vjp`` recomputes each chunk's logits in the backward pass, so no ``[B, C]``
+array exists in either pass; peak temporary memory is ``O(B * chunk_size + D * C)``, the
+latter being the kernel gradient itself.
+
+GEMM count. The per-example losses return ``[B]``; their cotangent ``g_b`` is only known in
+the backward pass, which therefore recomputes the logits: 4 GEMMs (forward logits;
+recomputed logits, dX, dW) against the 3-GEMM bound of a dense head. The *reduced*
+variants (``linear_sigmoid_bce_reduced``, ``linear_softmax_xent_reduced``) return the
+scalar ``sum_b w_b loss_b`` and compute dx, dkernel, dbias in the forward pass, chunk by
+chunk, as Liger-Kernel's fused linear cross entropy does; their backward only scales by
+the scalar cotangent. For sigmoid BCE this is 3 GEMMs (the bound). For softmax the
+gradient of a chunk needs the row's *global* logsumexp, which is known only after all
+classes are seen, so with class chunks the reduced softmax makes two passes (logsumexp,
+then logits+dX+dW): 4 GEMMs. (Liger avoids this by chunking over rows and materialising
+full-vocabulary rows, ``[B_chunk, C]``, which at 1M classes is what we avoid.)
+
+Ids follow :mod:`multilabel_jax.labels`: int ``[B, L]``, -1 padded, duplicates in a row
+count once. Ids ``>= C`` raise ValueError when ``label_ids`` is concrete; under ``jit`` they
+are dropped like padding (validate with ``labels.validate_ids`` in the input pipeline).
+
+Objectives built on these:
+
+* ``count_distribution`` (softmax over classes + a count head): the count head is a
+  separate tiny ``[D, K]`` head whose logits are cheap to materialise, so the objective
+  fuses as ``linear_softmax_xent(x, kernel, bias, ids)`` plus the dense count term.
+* two-head (pseudo-labels from a batch-global threshold: the top-(k*B) softmax
+  probabilities over the whole ``[B, C]`` batch). This does not fuse into a *single*
+  chunked pass: a class's probability ``exp(z - lse_b)`` needs the row's global
+  logsumexp. It fuses with two passes: pass 1 computes ``lse`` (as here); pass 2
+  recomputes each chunk's probabilities and merges a running top-(k*B) of the flattened
+  ``[B, chunk]`` probabilities (``streaming_top_k.merge_top_k``), whose k*B-th value is
+  the threshold. A third pass (or the backward recomputation) then uses the threshold
+  as a per-class target mask. Memory is ``O(k B)`` for the running top values. This
+  two-pass threshold is not implemented here yet; ``streaming_top_k`` provides the merge.
+
+Reference: Liger-Kernel, "Efficient Triton Kernels for LLM Training" (Hsu et al., 2024),
+fused linear cross entropy; Milakov & Gimelshein, "Online normalizer calculation for
+softmax" (2018); Wortsman et al. / Mahajan et al. 2018 (hashtag pretraining, 1/k softmax).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from multilabel_jax import labels as labels_lib
+
+_F32 = jnp.float32
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_head(x, kernel, bias, label_ids, chunk_size):
+  """Checks a fused head's arguments; returns ``(B, D, C)``. Raises ValueError."""
+  for a, name in ((x, "x"), (kernel, "kernel"), (bias, "bias")):
+    labels_lib.check_float(a, name)
+  labels_lib.check_rank(x, 2, "x")
+  labels_lib.check_rank(kernel, 2, "kernel")
+  labels_lib.check_rank(bias, 1, "bias")
+  b, d = x.shape
+  d_k, c = kernel.shape
+  if d != d_k:
+    raise ValueError(f"`kernel` has {d_k} input features (shape {kernel.shape}) but `x` has "
+                     f"{d} (shape {x.shape}).")
+  if bias.shape != (c,):
+    raise ValueError(f"`bias` must have shape ({c},) to match `kernel` {kernel.shape}, "
+                     f"got {bias.shape}.")
+  if label_ids is not None:
+    label_ids = jnp.asarray(label_ids)
+    labels_lib.check_rank(label_ids, 2, "label_ids")
+    if not labels_lib.is_ids(label_ids):
+      raise ValueError(f"`label_ids` must be integer class ids [B, L] (-1 padded), got dtype "
+                       f"{label_ids.dtype}. Use labels.dense_to_ids for dense labels.")
+    if label_ids.shape[0] != b:
+      raise ValueError(f"`label_ids` has batch size {label_ids.shape[0]} (shape "
+                       f"{label_ids.shape}) but `x` has batch size {b} (shape {x.shape}).")
+    _check_id_values(label_ids, c)
+  if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0:
+    raise ValueError(f"`chunk_size` must be a positive Python int, got {chunk_size!r}.")
+  return b, d, c
+
+
+def _check_id_values(label_ids, num_classes):
+  # Concrete ids only (numpy, so closed-over constants under jit are checked too).
+  if isinstance(label_ids, jax.core.Tracer) or not label_ids.size:
+    return
+  ids = np.asarray(label_ids)
+  lo, hi = int(ids.min()), int(ids.max())
+  if lo < labels_lib.PAD_ID:
+    raise ValueError(f"`label_ids` contains {lo}; ids must be >= 0, or -1 for padding.")
+  if hi >= num_classes:
+    raise ValueError(f"`label_ids` contains id {hi} but the kernel has {num_classes} classes "
+                     "(under jit such ids are dropped like padding).")
+
+
+def valid_ids_mask(label_ids, num_classes):
+  """``[B, L]`` bool: id is in ``[0, num_classes)`` and not a repeat within its row."""
+  return labels_lib.unique_mask(label_ids) & (label_ids < num_classes)
+
+
+def check_label_smoothing(ls):
+  if not isinstance(ls, jax.core.Tracer) and not 0.0 <= float(ls) < 1.0:
+    raise ValueError(f"`label_smoothing` must be in [0, 1), got {ls}.")
+
+
+def _check_weights(weights, where, batch_size):
+  """Per-example weights ``[B]`` (f32); default: mean over the rows selected by ``where``."""
+  where = labels_lib.check_where(where, batch_size)
+  if weights is None:
+    w = jnp.ones((batch_size,), _F32) if where is None else where.astype(_F32)
+    return w / jnp.maximum(jnp.sum(w), 1.0)
+  weights = jnp.asarray(weights)
+  labels_lib.check_float(weights, "weights")
+  if weights.shape != (batch_size,):
+    raise ValueError(f"`weights` must have shape ({batch_size},), got {weights.shape}.")
+  weights = weights.astype(_F32)
+  return weights if where is None else jnp.where(where, weights, 0.0)
+
+
+# ----------------------------------------------------------------------------- chunk engine
+
+
+def logits_chunk(x, kc, bc):
+  """``x @ kc + bc`` in float32 (bf16 inputs accumulate in f32)."""
+  dt = jnp.result_type(x.dtype, kc.dtype)
+  z = lax.dot_general(x.astype(dt), kc.astype(dt), (((1,), (0,)), ((), ())),
+                      preferred_element_type=_F32)
+  return z + bc.astype(_F32)
+
+
+def _vma(a):
+  aval = jax.typeof(a)
+  mat = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
+  axes = mat.varying if mat is not None else getattr(aval, "vma", ())
+  return frozenset(axes or ())
+
+
+def match_vma(tree, *refs):
+  """Inside ``shard_map``: marks ``tree``'s leaves as varying over the refs' mesh axes."""
+  axes = frozenset().union(*(_vma(r) for r in refs))
+
+  def cast(a):
+    missing = tuple(sorted(axes - _vma(a)))
+    return lax.pcast(a, missing, to="varying") if missing else a
+
+  return jax.tree.map(cast, tree) if axes else tree
+
+
+def for_each_chunk(kernel, bias, chunk_size, body, carry):
+  """Runs ``carry = body(carry, start, kernel_chunk, bias_chunk)`` over class chunks.
+
+  Full chunks run in a ``fori_loop`` on dynamic slices (no copy of the kernel); a last
+  partial chunk (``C % chunk_size`` classes) runs once more with its own static width,
+  so no class is padded or computed twice.
+  """
+  c = kernel.shape[1]
+  cs = min(chunk_size, c)
+  n_full, rem = divmod(c, cs)
+  carry = match_vma(carry, kernel, bias)
+
+  def step(i, carry):
+    start = i * cs
+    kc = lax.dynamic_slice_in_dim(kernel, start, cs, axis=1)
+    bc = lax.dynamic_slice_in_dim(bias, start, cs, axis=0)
+    return body(carry, start, kc, bc)
+
+  carry = lax.fori_loop(0, n_full, step, carry)
+  if rem:
+    start = n_full * cs
+    carry = body(carry, start, kernel[:, start:], bias[start:])
+  return carry
+
+
+def _in_chunk(label_ids, keep, start, width):
+  local = label_ids - start
+  return local, keep & (local >= 0) & (local < width)
+
+
+def gather_positives(z, label_ids, keep, start):
+  """``[B]`` sum of the chunk logits ``z [B, w]`` at the kept ids in ``[start, start+w)``."""
+  width = z.shape[1]
+  local, inside = _in_chunk(label_ids, keep, start, width)
+  vals = jnp.take_along_axis(z, jnp.clip(local, 0, width - 1), axis=1)
+  return jnp.sum(jnp.where(inside, vals, 0.0), axis=1)
+
+
+def scatter_positives(dz, label_ids, keep, start, coef):
+  """``dz[b, id - start] -= coef[b]`` for the kept ids of row b inside the chunk."""
+  width = dz.shape[1]
+  local, inside = _in_chunk(label_ids, keep, start, width)
+  rows = jnp.broadcast_to(jnp.arange(dz.shape[0])[:, None], label_ids.shape)
+  cols = jnp.where(inside, local, width)  # Out of bounds: dropped.
+  vals = jnp.broadcast_to(-coef[:, None], label_ids.shape).astype(dz.dtype)
+  return dz.at[rows, cols].add(vals, mode="drop")
+
+
+def grad_pass(x, kernel, bias, chunk_size, dz_fn, carry):
+  """One pass computing logits, ``dz`` and the head gradients chunk by chunk (3 GEMMs).
+
+  Args:
+    dz_fn: ``(carry, z [B, w] f32, start) -> (carry, dz [B, w] f32)``.
+
+  Returns:
+    ``(carry, dx, dkernel, dbias)`` with the dtypes of ``x``, ``kernel``, ``bias``.
+  """
+  dt = jnp.result_type(x.dtype, kernel.dtype)
+  xc = x.astype(dt)
+
+  def body(state, start, kc, bc):
+    carry, dx, dk, db = state
+    z = logits_chunk(xc, kc, bc)
+    carry, dz = dz_fn(carry, z, start)
+    dzc = dz.astype(dt)
+    dx = dx + lax.dot_general(dzc, kc.astype(dt), (((1,), (1,)), ((), ())),
+                              preferred_element_type=_F32)
+    dkc = lax.dot_general(xc, dzc, (((0,), (0,)), ((), ())), preferred_element_type=_F32)
+    dk = lax.dynamic_update_slice_in_dim(dk, dkc.astype(dk.dtype), start, axis=1)
+    db = lax.dynamic_update_slice_in_dim(db, jnp.sum(dz, 0).astype(db.dtype), start, axis=0)
+    return carry, dx, dk, db
+
+  init = (carry, jnp.zeros(x.shape, _F32), jnp.zeros_like(kernel), jnp.zeros_like(bias))
+  carry, dx, dk, db = for_each_chunk(kernel, bias, chunk_size, body, init)
+  return carry, dx.astype(x.dtype), dk, db
+
+
+def stats_pass(x, kernel, bias, chunk_size, fn, carry):
+  """One forward pass (1 GEMM): ``carry = fn(carry, z [B, w] f32, start)`` per chunk."""
+  return for_each_chunk(
+      kernel, bias, chunk_size, lambda c, start, kc, bc: fn(c, logits_chunk(x, kc, bc), start),
+      carry)
+
+
+# ----------------------------------------------------------------------------- per-chunk math
+
+
+def _bce_stats_fn(label_ids, keep):
+  """Running (sum softplus(z), sum z, sum of positive z), each ``[B]``."""
+  def fn(carry, z, start):
+    sp, zs, pos = carry
+    return (sp + jnp.sum(jax.nn.softplus(z), 1), zs + jnp.sum(z, 1),
+            pos + gather_positives(z, label_ids, keep, start))
+  return fn
+
+
+def _softmax_stats_fn(label_ids, keep):
+  """Online (max, sum exp(z - max), sum of positive z), each ``[B]``."""
+  def fn(carry, z, start):
+    m, s, pos = carry
+    m_new = jnp.maximum(m, jnp.max(z, 1))
+    s = s * jnp.exp(m - m_new) + jnp.sum(jnp.exp(z - m_new[:, None]), 1)
+    return m_new, s, pos + gather_positives(z, label_ids, keep, start)
+  return fn
+
+
+def _zeros3(b):
+  return (jnp.zeros((b,), _F32),) * 3
+
+
+def _softmax_init(b):
+  return jnp.full((b,), -jnp.inf, _F32), jnp.zeros((b,), _F32), jnp.zeros((b,), _F32)
+
+
+# ----------------------------------------------------------------------------- stats primitive
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def fused_stats(kind, chunk_size, x, kernel, bias, label_ids, keep):
+  """Per-row statistics of the logits ``x @ kernel + bias`` without materialising them.
+
+  ``kind="bce"``: ``(sum_c softplus(z), sum_c z, sum_{kept ids} z)``;
+  ``kind="softmax"``: ``(logsumexp_c z, sum_{kept ids} z)``. Each output is float32 ``[B]``.
+  Differentiable w.r.t. ``x``, ``kernel``, ``bias``; the backward recomputes each chunk.
+  Building block of the losses here and of :mod:`sharded_head` (per-shard partials).
+  """
+  return _fused_stats_fwd(kind, chunk_size, x, kernel, bias, label_ids, keep)[0]
+
+
+def _fused_stats_fwd(kind, chunk_size, x, kernel, bias, label_ids, keep):
+  b = x.shape[0]
+  if kind == "bce":
+    out = stats_pass(x, kernel, bias, chunk_size, _bce_stats_fn(label_ids, keep), _zeros3(b))
+  elif kind == "softmax":
+    m, s, pos = stats_pass(x, kernel, bias, chunk_size, _softmax_stats_fn(label_ids, keep),
+                           _softmax_init(b))
+    out = (m + jnp.log(s), pos)
+  else:
+    raise ValueError(f"Unknown kind {kind!r}.")
+  return out, (x, kernel, bias, label_ids, keep, out)
+
+
+def _fused_stats_bwd(kind, chunk_size, res, g):
+  x, kernel, bias, label_ids, keep, out = res
+  if kind == "bce":
+    g_sp, g_zs, g_pos = g
+
+    def dz_fn(carry, z, start):
+      dz = g_sp[:, None] * jax.nn.sigmoid(z) + g_zs[:, None]
+      return carry, scatter_positives(dz, label_ids, keep, start, -g_pos)
+  else:
+    lse, _ = out
+    g_lse, g_pos = g
+
+    def dz_fn(carry, z, start):
+      dz = g_lse[:, None] * jnp.exp(z - lse[:, None])
+      return carry, scatter_positives(dz, label_ids, keep, start, -g_pos)
+
+  _, dx, dk, db = grad_pass(x, kernel, bias, chunk_size, dz_fn, ())
+  return dx, dk, db, None, None
+
+
+fused_stats.defvjp(_fused_stats_fwd, _fused_stats_bwd)
+
+
+# ----------------------------------------------------------------------------- per-example losses
+
+
+def linear_sigmoid_bce(x, kernel, bias, label_ids, *, chunk_size: int,
+                       label_smoothing: float = 0.0, where=None) -> jax.Array:
+  """Per-example sigmoid BCE of a linear head, fused over class chunks.
+
+  Equals ``sigmoid_bce(x @ kernel + bias, label_ids, label_smoothing=ls)``, i.e. per row
+  ``sum_c softplus(z_c) - t_c z_c`` with ``t = y (1 - ls) + ls / 2``, without a ``[B, C]``
+  array in forward or backward (the backward recomputes each chunk: 4 GEMMs in all; see
+  :func:`linear_sigmoid_bce_reduced` for the 3-GEMM training variant).
+
+  Args:
+    x: float ``[B, D]`` features (float32 or bfloat16; accumulation is float32).
+    kernel: float ``[D, C]``.
+    bias: float ``[C]``.
+    label_ids: int ``[B, L]``, -1 padded; duplicates count once; ids ``>= C`` raise when
+      concrete and are dropped under ``jit``.
+    chunk_size: classes per chunk (static). ``C`` need not be a multiple of it.
+    label_smoothing: ``ls`` above.
+    where: optional bool ``[B]``; rows where it is False give 0 (and no gradient).
+
+  Returns:
+    float32 ``[B]``.
+
+  Example:
+    >>> loss = linear_sigmoid_bce(x, kernel, bias, jnp.array([[3, 7, -1]]), chunk_size=8192)
+  """
+  b, _, c = check_head(x, kernel, bias, label_ids, chunk_size)
+  check_label_smoothing(label_smoothing)
+  where = labels_lib.check_where(where, b)
+  keep = valid_ids_mask(label_ids, c)
+  sp, zs, pos = fused_stats("bce", chunk_size, x, kernel, bias, label_ids, keep)
+  loss = sp - (0.5 * label_smoothing) * zs - (1.0 - label_smoothing) * pos
+  return loss if where is None else jnp.where(where, loss, 0.0)
+
+
+def linear_softmax_xent(x, kernel, bias, label_ids, *, chunk_size: int,
+                        where=None) -> jax.Array:
+  """Per-example softmax cross-entropy with 1/k targets of a linear head, fused over chunks.
+
+  Equals ``softmax_xent(x @ kernel + bias, label_ids)``: per row
+  ``logsumexp_c z_c - (1/k) sum_{c in ids} z_c`` with k the number of distinct ids; rows
+  with no (valid) ids give 0. The logsumexp is computed online over chunks (running max
+  and rescaled sum-exp); the backward recomputes each chunk (4 GEMMs in all).
+
+  ``count_distribution`` fuses as this loss plus the dense term of its tiny count head.
+
+  Args:
+    x: float ``[B, D]``; kernel: float ``[D, C]``; bias: float ``[C]``.
+    label_ids: int ``[B, L]``, -1 padded (see :func:`linear_sigmoid_bce`).
+    chunk_size: classes per chunk (static).
+    where: optional bool ``[B]``; False rows give 0.
+
+  Returns:
+    float32 ``[B]``.
+
+  Example:
+    >>> loss = linear_softmax_xent(x, kernel, bias, ids, chunk_size=8192).mean()
+  """
+  b, _, c = check_head(x, kernel, bias, label_ids, chunk_size)
+  where = labels_lib.check_where(where, b)
+  keep = valid_ids_mask(label_ids, c)
+  lse, pos = fused_stats("softmax", chunk_size, x, kernel, bias, label_ids, keep)
+  k = jnp.sum(keep, axis=1)
+  valid = k > 0 if where is None else (k > 0) & where
+  return jnp.where(valid, lse - pos / jnp.maximum(k, 1).astype(_F32), 0.0)
+
+
+# ----------------------------------------------------------------------------- reduced losses
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _reduced(kind, chunk_size, x, kernel, bias, weights, label_ids, keep, ls):
+  return _reduced_fwd(kind, chunk_size, x, kernel, bias, weights, label_ids, keep, ls)[0]
+
+
+def _reduced_fwd(kind, chunk_size, x, kernel, bias, weights, label_ids, keep, ls):
+  b = x.shape[0]
+  if kind == "bce":
+    # One pass: loss stats and gradients together (3 GEMMs).
+    stats = _bce_stats_fn(label_ids, keep)
+    pos_coef = weights * (1.0 - ls)
+
+    def dz_fn(carry, z, start):
+      dz = weights[:, None] * (jax.nn.sigmoid(z) - 0.5 * ls)
+      return stats(carry, z, start), scatter_positives(dz, label_ids, keep, start, pos_coef)
+
+    (sp, zs, pos), dx, dk, db = grad_pass(x, kernel, bias, chunk_size, dz_fn, _zeros3(b))
+    loss = sp - 0.5 * ls * zs - (1.0 - ls) * pos
+  else:
+    # Pass 1: logsumexp (1 GEMM). Pass 2: logits, dX, dW (3 GEMMs).
+    m, s, pos = stats_pass(x, kernel, bias, chunk_size, _softmax_stats_fn(label_ids, keep),
+                           _softmax_init(b))
+    lse = m + jnp.log(s)
+    k = jnp.sum(keep, axis=1)
+    w = jnp.where(k > 0, weights, 0.0)
+    pos_coef = w / jnp.maximum(k, 1).astype(_F32)
+
+    def dz_fn(carry, z, start):
+      dz = w[:, None] * jnp.exp(z - lse[:, None])
+      return carry, scatter_positives(dz, label_ids, keep, start, pos_coef)
+
+    _, dx, dk, db = grad_pass(x, kernel, bias, chunk_size, dz_fn, ())
+    loss = jnp.where(k > 0, lse - pos / jnp.maximum(k, 1).astype(_F32), 0.0)
+  total = jnp.sum(weights * loss)
+  return total, (dx, dk, db, loss.astype(weights.dtype))
+
+
+def _reduced_bwd(kind, chunk_size, res, g):
+  dx, dk, db, loss = res
+  scale = lambda a: (g * a.astype(_F32)).astype(a.dtype)
+  return scale(dx), scale(dk), scale(db), g * loss, None, None, None
+
+
+_reduced.defvjp(_reduced_fwd, _reduced_bwd)
+
+
+def linear_sigmoid_bce_reduced(x, kernel, bias, label_ids, *, chunk_size: int, weights=None,
+                               label_smoothing: float = 0.0, where=None) -> jax.Array:
+  """Scalar ``sum_b w_b * linear_sigmoid_bce(...)_b`` with gradients from the forward pass.
+
+  The training-loop variant: dx, dkernel and dbias are computed chunk by chunk in the
+  forward pass (3 GEMMs, the dense bound) and the backward only multiplies them by the
+  incoming scalar cotangent. Prefer it whenever the loss is reduced to a scalar anyway.
+  Under ``jax.grad`` only; forward-mode (``jvp``) is not supported (custom_vjp).
+
+  Args:
+    x, kernel, bias, label_ids, chunk_size, label_smoothing: as in
+      :func:`linear_sigmoid_bce`.
+    weights: optional float ``[B]`` per-example weights (differentiable). Default: the
+      mean over the rows selected by ``where`` (``w_b = where_b / sum(where)``).
+    where: optional bool ``[B]``; False rows get weight 0.
+
+  Returns:
+    float32 scalar.
+
+  Example:
+    >>> loss, grads = jax.value_and_grad(
+    ...     lambda p: linear_sigmoid_bce_reduced(x, p["w"], p["b"], ids, chunk_size=8192))(p)
+  """
+  b, _, c = check_head(x, kernel, bias, label_ids, chunk_size)
+  check_label_smoothing(label_smoothing)
+  weights = _check_weights(weights, where, b)
+  keep = valid_ids_mask(label_ids, c)
+  return _reduced("bce", chunk_size, x, kernel, bias, weights, label_ids, keep,
+                  jnp.asarray(label_smoothing, _F32))
+
+
+def linear_softmax_xent_reduced(x, kernel, bias, label_ids, *, chunk_size: int, weights=None,
+                                where=None) -> jax.Array:
+  """Scalar ``sum_b w_b * linear_softmax_xent(...)_b`` with gradients from the forward pass.
+
+  Two passes over the classes in the forward (logsumexp, then logits + dX + dW): 4 GEMMs,
+  because a chunk's softmax gradient needs the row's global logsumexp (see module doc).
+  The backward only scales by the scalar cotangent. Rows without valid ids contribute 0.
+
+  Args:
+    as :func:`linear_softmax_xent`; ``weights`` as :func:`linear_sigmoid_bce_reduced`.
+
+  Returns:
+    float32 scalar.
+
+  Example:
+    >>> loss = linear_softmax_xent_reduced(x, kernel, bias, ids, chunk_size=8192)
+  """
+  b, _, c = check_head(x, kernel, bias, label_ids, chunk_size)
+  weights = _check_weights(weights, where, b)
+  keep = valid_ids_mask(label_ids, c)
+  return _reduced("softmax", chunk_size, x, kernel, bias, weights, label_ids, keep,
+                  jnp.zeros((), _F32))
