@@ -307,7 +307,8 @@ def load_jsonl(config: JsonlConfig, *, featurizer: Optional[text_lib.TextFeaturi
       train_label_counts=label_map_lib.label_counts(train_ids, len(label_map)),
       num_train_examples=len(train_ids), class_names=list(label_map.names), stats=total)
   split_stats["read"] = read_stats
-  source = JsonlSource(info, arrays, keys=keys, split_stats=split_stats)
+  source = JsonlSource(info, arrays, keys=keys, split_stats=split_stats,
+                       num_embeddings=featurizer.num_embeddings)
   source.featurizer = featurizer
   source.label_map = label_map
   return source

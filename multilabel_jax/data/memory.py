@@ -24,12 +24,16 @@ class ArraySource:
       inspection; not returned by :meth:`read`.
     split_stats: optional split name -> that split's ``DataStats``; ``info.stats`` holds
       their sum.
+    num_embeddings: for bag-of-words inputs (``token_ids``), the rows an embedding table
+      needs (largest id + 1; id 0 is padding).
   """
 
   def __init__(self, info: base.DatasetInfo, splits: Mapping[str, Mapping[str, np.ndarray]],
                keys: Optional[Mapping[str, Sequence[str]]] = None,
-               split_stats: Optional[Mapping[str, base.DataStats]] = None):
+               split_stats: Optional[Mapping[str, base.DataStats]] = None,
+               num_embeddings: Optional[int] = None):
     self.info = info
+    self.num_embeddings = num_embeddings
     self.splits = {s: dict(a) for s, a in splits.items()}
     self.keys = dict(keys or {})
     self.split_stats = dict(split_stats or {})

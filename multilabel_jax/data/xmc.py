@@ -1,0 +1,219 @@
+"""Extreme multi-label (XMC) repository format: Bibtex, EURLex-4K, Wiki10-31K, AmazonCat-13K.
+
+The format of the Extreme Classification Repository (Bhatia et al.), one file per split::
+
+    num_points num_features num_labels          <- header
+    l1,l2,... f:v f:v ...                        <- one line per point
+
+with 0-based label ids ``l`` and sparse features ``f:v`` (feature id, value; usually
+TF-IDF). A line starting with whitespace (or whose first item is ``f:v``) has no labels.
+
+Inputs are embedding-bag style, never a dense ``[N, num_features]`` array:
+
+* ``token_ids`` int32 ``[T]``: feature id **+ 1** (0 is padding, as in
+  :mod:`multilabel_jax.data.text`), so the embedding table has ``num_features + 1`` rows
+  (``source.num_embeddings``);
+* ``token_weights`` float32 ``[T]``: the feature value (L2-normalised if ``normalize``).
+
+Bad data (counted in ``info.stats``; ``strict=True`` raises ValueError naming
+``file:line``): a line that does not parse (non-integer label, ``f:v`` without a colon, a
+non-finite value) is a **malformed line** and skipped; a feature or label id out of range is
+dropped (``out_of_range_ids``); repeated features are summed; more than T features keep the
+T of largest ``|value|`` (``truncated_tokens``); label rules in
+:mod:`multilabel_jax.data.label_map`. A header whose point count disagrees with the file is
+logged (raised with ``strict``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from multilabel_jax.data import base
+from multilabel_jax.data import jsonl
+from multilabel_jax.data import label_map as label_map_lib
+from multilabel_jax.data import memory
+from multilabel_jax.data import text as text_lib
+
+
+@dataclasses.dataclass
+class XmcConfig:
+  """An XMC dataset: one file per split.
+
+  Attributes:
+    name: dataset name.
+    files: split name -> file (plain or ``.gz``), e.g. ``{"train": ".../train.txt",
+      "test": ".../test.txt"}``.
+    max_labels: L; None: the most labels of a training point.
+    max_features: T; None: the most features of a training point.
+    normalize: ``"l2"`` to L2-normalise each point's kept values, or None (as in the file).
+    strict: raise on the first bad line instead of counting.
+  """
+  files: Mapping[str, str]
+  name: str = "xmc"
+  max_labels: Optional[int] = None
+  max_features: Optional[int] = None
+  normalize: Optional[str] = None
+  strict: bool = False
+
+
+@dataclasses.dataclass
+class XmcFile:
+  """A parsed XMC file: per point, its labels and its (feature id, value) pairs."""
+  path: str
+  num_points: int
+  num_features: int
+  num_labels: int
+  labels: List[List[int]]
+  features: List[Tuple[np.ndarray, np.ndarray]]
+  origins: List[str]
+
+
+def parse_line(line: str) -> Tuple[List[int], List[int], List[float]]:
+  """``"l1,l2 f:v f:v"`` -> (labels, feature ids, values). ValueError if malformed."""
+  items = line.split()
+  labels: List[int] = []
+  if items and not line[0].isspace() and ":" not in items[0]:
+    try:
+      labels = [int(l) for l in items[0].split(",")]
+    except ValueError:
+      raise ValueError(f"bad label list {items[0]!r}") from None
+    items = items[1:]
+  ids, values = [], []
+  for item in items:
+    f, sep, v = item.partition(":")
+    try:
+      if not sep:
+        raise ValueError
+      fid, val = int(f), float(v)
+    except ValueError:
+      raise ValueError(f"bad feature {item!r} (expected id:value)") from None
+    if not math.isfinite(val):
+      raise ValueError(f"non-finite feature value {item!r}")
+    ids.append(fid)
+    values.append(val)
+  return labels, ids, values
+
+
+def read_xmc(path: str, *, stats: Optional[base.DataStats] = None,
+             strict: bool = False) -> XmcFile:
+  """Parses one XMC file; malformed lines and out-of-range feature ids are counted."""
+  stats = stats if stats is not None else base.DataStats()
+  with jsonl.open_text(path) as f:
+    header = f.readline()
+    try:
+      num_points, num_features, num_labels = (int(x) for x in header.split())
+    except ValueError:
+      raise ValueError(f"{path}:1: expected a header 'num_points num_features num_labels', "
+                       f"got {header.strip()[:80]!r}.") from None
+    labels, features, origins = [], [], []
+    for lineno, line in enumerate(f, 2):
+      if not line.strip():
+        continue  # Blank line (e.g. at the end): skipped, not a point.
+      origin = f"{path}:{lineno}"
+      try:
+        point_labels, ids, values = parse_line(line.rstrip("\n"))
+      except ValueError as e:
+        if strict:
+          raise ValueError(f"{origin}: malformed line: {e}.") from None
+        stats.malformed_lines += 1
+        continue
+      ids = np.asarray(ids, np.int64)
+      values = np.asarray(values, np.float64)
+      ok = (ids >= 0) & (ids < num_features)
+      if not ok.all():
+        if strict:
+          raise ValueError(f"{origin}: feature id(s) {ids[~ok][:5].tolist()} outside "
+                           f"[0, {num_features}).")
+        stats.out_of_range_ids += int((~ok).sum())
+        ids, values = ids[ok], values[ok]
+      uniq, inverse = np.unique(ids, return_inverse=True)  # Repeated features: summed.
+      features.append((uniq, np.bincount(inverse, weights=values, minlength=len(uniq))))
+      labels.append(point_labels)
+      origins.append(origin)
+  if len(labels) + stats.malformed_lines != num_points:
+    msg = (f"{path}: header says {num_points} points, the file has {len(labels)} "
+           f"readable lines.")
+    if strict:
+      raise ValueError(msg)
+    logging.warning(msg)
+  return XmcFile(str(path), num_points, num_features, num_labels, labels, features, origins)
+
+
+def pack_features(features: List[Tuple[np.ndarray, np.ndarray]], max_features: int, *,
+                  normalize: Optional[str] = None):
+  """Sparse points -> ``(token_ids [N, T] (feature id + 1, 0 padded), token_weights [N, T],
+  num_dropped [N])``, keeping the T features of largest ``|value|`` (ties: lower id)."""
+  n = len(features)
+  ids = np.full((n, max_features), text_lib.PAD_TOKEN_ID, np.int32)
+  weights = np.zeros((n, max_features), np.float32)
+  dropped = np.zeros(n, np.int32)
+  for row, (fid, val) in enumerate(features):
+    if len(fid) > max_features:
+      order = np.lexsort((fid, -np.abs(val)))[:max_features]
+      order.sort()
+      dropped[row] = len(fid) - max_features
+      fid, val = fid[order], val[order]
+    if normalize == "l2":
+      norm = float(np.sqrt(np.dot(val, val)))
+      val = val / norm if norm > 0 else val
+    ids[row, :len(fid)] = fid + 1
+    weights[row, :len(fid)] = val
+  return ids, weights, dropped
+
+
+def load_xmc(config: XmcConfig) -> memory.ArraySource:
+  """Reads every split file of an XMC dataset into memory.
+
+  Returns:
+    An ``ArraySource`` with ``token_ids``/``token_weights``/``label_ids`` per split,
+    ``num_embeddings = num_features + 1`` and ``info.train_label_counts`` from the train
+    split.
+  """
+  if config.normalize not in (None, "l2"):
+    raise ValueError(f"XmcConfig.normalize must be 'l2' or None, got {config.normalize!r}.")
+  if "train" not in config.files:
+    raise ValueError(f"XmcConfig.files needs a 'train' file, got {sorted(config.files)}.")
+  read_stats = {s: base.DataStats() for s in config.files}
+  parsed = {s: read_xmc(p, stats=read_stats[s], strict=config.strict)
+            for s, p in config.files.items()}
+  train = parsed["train"]
+  for split, xf in parsed.items():
+    if (xf.num_features, xf.num_labels) != (train.num_features, train.num_labels):
+      raise ValueError(f"{xf.path}: header has {xf.num_features} features and "
+                       f"{xf.num_labels} labels, but the train file {train.path} has "
+                       f"{train.num_features} and {train.num_labels}.")
+  max_labels = config.max_labels or max((len(set(l)) for l in train.labels), default=1) or 1
+  max_features = (config.max_features
+                  or max((len(f) for f, _ in train.features), default=1) or 1)
+  arrays, split_stats = {}, {}
+  for split, xf in parsed.items():
+    stats = read_stats[split]
+    label_ids = label_map_lib.pack_label_ids(xf.labels, max_labels, xf.num_labels,
+                                             stats=stats, strict=config.strict,
+                                             origins=xf.origins)
+    ids, weights, dropped = pack_features(xf.features, max_features,
+                                          normalize=config.normalize)
+    if config.strict and dropped.any():
+      row = int(np.argmax(dropped > 0))
+      raise ValueError(f"{xf.origins[row]}: {int(dropped[row]) + max_features} features, "
+                       f"more than max_features={max_features}.")
+    stats.truncated_tokens += int(dropped.sum())
+    arrays[split] = {"token_ids": ids, "token_weights": weights, "label_ids": label_ids}
+    split_stats[split] = stats
+  total = base.DataStats()
+  for s in split_stats.values():
+    total.update(s)
+  info = base.DatasetInfo(
+      name=config.name, num_classes=train.num_labels, max_labels=max_labels,
+      inputs={"token_ids": base.InputSpec((max_features,), "int32"),
+              "token_weights": base.InputSpec((max_features,), "float32")},
+      train_label_counts=label_map_lib.label_counts(arrays["train"]["label_ids"],
+                                                    train.num_labels),
+      num_train_examples=len(arrays["train"]["label_ids"]), stats=total)
+  return memory.ArraySource(info, arrays, split_stats=split_stats,
+                            num_embeddings=train.num_features + 1)
