@@ -307,6 +307,10 @@ def mean_average_precision(scores, labels, average: str = "macro", *, where=None
       label) pairs ranked together.
     where: optional bool ``[N]``; masked rows are left out.
 
+  Cost: sorts each class's ``N`` scores (micro: all ``N * C``), so it needs the whole
+  ``[N, C]`` score matrix; for large eval sets use the streaming, bounded
+  :class:`multilabel_jax.streaming_average_precision.HistogramAveragePrecision`.
+
   Example:
     >>> mean_average_precision(jnp.array([[0.9, 0.2], [0.3, 0.8]]),
     ...                        jnp.array([[1.0, 0.0], [1.0, 1.0]]))  # (1 + 1) / 2
