@@ -37,7 +37,7 @@ import hashlib
 import io
 import json
 import pathlib
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
