@@ -226,3 +226,12 @@ def test_class_permutation_invariance(seed, ties):
     if ties and name not in tie_safe:
       continue
     np.testing.assert_allclose(after[name], value, atol=1e-6, err_msg=name)
+
+
+def test_docstring_examples():
+  import doctest  # pylint: disable=g-import-not-at-top
+  from multilabel_jax import set_metrics, streaming_average_precision
+  flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+  for module in (metrics, set_metrics, streaming_average_precision):
+    result = doctest.testmod(module, extraglobs={"jnp": jnp}, optionflags=flags)
+    assert result.attempted > 0 and result.failed == 0, (module.__name__, result)
