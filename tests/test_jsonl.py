@@ -204,3 +204,17 @@ def test_label_map_round_trip(tmp_path):
   assert label_map.LabelMap.load(tmp_path / "labels.json").names == lm.names
   with pytest.raises(ValueError, match="unique"):
     label_map.LabelMap(["a", "a"])
+
+
+def test_read_labels_fast_path_and_ml_collections_config():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  cfg = ml_collections.ConfigDict(dict(
+      name="tiny", path=str(FIXTURE), split="hash", hash_field="package",
+      text_fields=["synopsis"], token_fields=["depends"], label_field="tags",
+      text=dict(vocab="hashing", num_buckets=64)))
+  src = jsonl.load_jsonl(jsonl.JsonlConfig(**cfg))
+  assert src.featurizer.config.vocab == "hashing" and src.num_embeddings == 65
+  idx = np.array([2, 0])
+  np.testing.assert_array_equal(src.read_labels("train", idx),
+                                src.read("train", idx)["label_ids"])
+  np.testing.assert_array_equal(src.read_labels("train", idx), [[1, 3, -1], [1, 2, 4]])

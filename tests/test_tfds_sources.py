@@ -95,6 +95,7 @@ def test_hand_written_examples(dataset):
     batch = src.read("train", np.array([0, 1, 2]))
     np.testing.assert_array_equal(batch["label_ids"], expected)
     assert batch["label_ids"].dtype == np.int32
+    np.testing.assert_array_equal(src.read_labels("train", [2, 0]), [expected[2], expected[0]])
     counts = np.zeros(num_classes, np.int64)
     for row in expected:
       for c in row:

@@ -1,5 +1,6 @@
 """Tests for multilabel_jax.data.xmc against hand-computed fixtures."""
 
+import dataclasses
 import pathlib
 
 import numpy as np
@@ -124,3 +125,24 @@ def test_gzip_round_trip(tmp_path):
   b = xmc.load_xmc(xmc.XmcConfig(files={"train": str(gz)}))
   for k, v in a.read("train", np.arange(5)).items():
     np.testing.assert_array_equal(v, b.read("train", np.arange(5))[k])
+
+
+def test_bibtex_style_split_files(tmp_path):
+  # Points 1..6 of the train fixture (point 6 is the malformed "x,1" line).
+  (tmp_path / "tr.txt").write_text("1 4\n3 2\n4 1\n6 3\n")  # Column 0: points 1, 3, 4, 6.
+  (tmp_path / "ts.txt").write_text("2 5\n5 6\n")
+  config = xmc.XmcConfig(files={"data": TRAIN}, split_files={
+      "train": str(tmp_path / "tr.txt"), "test": str(tmp_path / "ts.txt")})
+  src = xmc.load_xmc(config)
+  assert src.num_examples("train") == 3 and src.num_examples("test") == 2  # 6 is malformed.
+  np.testing.assert_array_equal(src.read("train", np.arange(3))["label_ids"],
+                                [[0, 2], [-1, -1], [3, 1]])
+  np.testing.assert_array_equal(src.read("test", np.arange(2))["label_ids"],
+                                [[1, -1], [2, -1]])
+  np.testing.assert_array_equal(src.info.train_label_counts, [1, 1, 1, 1])
+  assert src.info.stats.malformed_lines == 1
+  column1 = xmc.load_xmc(dataclasses.replace(config, split_column=1))
+  np.testing.assert_array_equal(column1.read("test", [0])["label_ids"], [[2, -1]])  # Point 5.
+  (tmp_path / "bad.txt").write_text("9\n")
+  with pytest.raises(ValueError, match=r"bad.txt:1: point 9 outside \[1, 6\]"):
+    xmc.load_xmc(dataclasses.replace(config, split_files={"train": str(tmp_path / "bad.txt")}))

@@ -91,8 +91,8 @@ class JsonlConfig:
   strict: bool = False
 
   def __post_init__(self):
-    if isinstance(self.text, Mapping):  # From an ml_collections / JSON config.
-      self.text = text_lib.TextConfig(**self.text)
+    if not isinstance(self.text, text_lib.TextConfig):  # A dict or ml_collections config.
+      self.text = text_lib.TextConfig(**dict(self.text.items()))
     if self.split not in ("hash", "field", "files"):
       raise ValueError(f"JsonlConfig.split must be 'hash', 'field' or 'files', "
                        f"got {self.split!r}.")
@@ -262,15 +262,15 @@ def load_jsonl(config: JsonlConfig, *, featurizer: Optional[text_lib.TextFeaturi
   Args:
     config: the dataset.
     featurizer, label_map: already fitted ones (e.g. loaded with a checkpoint by
-      :func:`load_vocab`); None fits them on the train split.
+      :func:`load_vocab`); None (or an unfitted featurizer) fits them on the train split.
     max_labels: overrides ``config.max_labels``.
 
   Returns:
     A ``JsonlSource`` with splits ``train``, ``validation`` and ``test`` (those that have
     records); ``info.train_label_counts`` counts the train split.
   """
-  new_featurizer = featurizer is None
   featurizer = featurizer or text_lib.TextFeaturizer(config.text)
+  new_featurizer = not featurizer.fitted
   read_stats = base.DataStats()
   records = read_records(config, featurizer, read_stats)
   train = records.get("train", [])

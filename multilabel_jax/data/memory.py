@@ -57,10 +57,17 @@ class ArraySource:
   def num_examples(self, split: str) -> int:
     return len(self._split(split)["label_ids"])
 
-  def read(self, split: str, indices: np.ndarray) -> dict:
-    arrays = self._split(split)
+  def _indices(self, split: str, indices) -> np.ndarray:
     indices = np.asarray(indices, np.int64)
-    n = len(arrays["label_ids"])
+    n = self.num_examples(split)
     if indices.size and (indices.min() < 0 or indices.max() >= n):
       raise IndexError(f"{self.info.name}/{split}: indices outside [0, {n}).")
-    return {k: v[indices] for k, v in arrays.items()}
+    return indices
+
+  def read(self, split: str, indices: np.ndarray) -> dict:
+    indices = self._indices(split, indices)
+    return {k: v[indices] for k, v in self._split(split).items()}
+
+  def read_labels(self, split: str, indices: np.ndarray) -> np.ndarray:
+    """``label_ids`` only (the optional fast path of ``base.read_labels``)."""
+    return self._split(split)["label_ids"][self._indices(split, indices)]

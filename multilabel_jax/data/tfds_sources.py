@@ -235,12 +235,20 @@ class TfdsSource:
                      f"splits: {sorted(self._label_ids)}.")
     return self._label_ids[split]
 
-  def read(self, split: str, indices: np.ndarray) -> dict:
-    label_ids = self._labels(split)
+  def _indices(self, split: str, indices) -> np.ndarray:
+    n = len(self._labels(split))
     indices = np.asarray(indices, np.int64)
-    if indices.size and (indices.min() < 0 or indices.max() >= len(label_ids)):
-      raise IndexError(f"{self.info.name}/{split}: indices outside [0, {len(label_ids)}).")
-    out = {"label_ids": label_ids[indices]}
+    if indices.size and (indices.min() < 0 or indices.max() >= n):
+      raise IndexError(f"{self.info.name}/{split}: indices outside [0, {n}).")
+    return indices
+
+  def read_labels(self, split: str, indices: np.ndarray) -> np.ndarray:
+    """``label_ids`` only, without decoding images (``base.read_labels`` fast path)."""
+    return self._labels(split)[self._indices(split, indices)]
+
+  def read(self, split: str, indices: np.ndarray) -> dict:
+    indices = self._indices(split, indices)
+    out = {"label_ids": self._labels(split)[indices]}
     if self.featurizer is not None:
       ids, weights = self._tokens[split]
       out.update(token_ids=ids[indices], token_weights=weights[indices])

@@ -1,6 +1,8 @@
 """Extreme multi-label (XMC) repository format: Bibtex, EURLex-4K, Wiki10-31K, AmazonCat-13K.
 
-The format of the Extreme Classification Repository (Bhatia et al.), one file per split::
+The format of the Extreme Classification Repository (Bhatia et al.), one file per split (or,
+as for Bibtex, one data file plus split files of 1-based point indices, one column per
+random split)::
 
     num_points num_features num_labels          <- header
     l1,l2,... f:v f:v ...                        <- one line per point
@@ -47,7 +49,10 @@ class XmcConfig:
   Attributes:
     name: dataset name.
     files: split name -> file (plain or ``.gz``), e.g. ``{"train": ".../train.txt",
-      "test": ".../test.txt"}``.
+      "test": ".../test.txt"}``; or, with ``split_files``, ``{"data": ".../Bibtex_data.txt"}``.
+    split_files: split name -> file of 1-based point indices into ``files["data"]``, one
+      column per random split (``bibtex_trSplit.txt``, ``bibtex_tstSplit.txt``).
+    split_column: which column of the split files to use.
     max_labels: L; None: the most labels of a training point.
     max_features: T; None: the most features of a training point.
     normalize: ``"l2"`` to L2-normalise each point's kept values, or None (as in the file).
@@ -55,6 +60,8 @@ class XmcConfig:
   """
   files: Mapping[str, str]
   name: str = "xmc"
+  split_files: Optional[Mapping[str, str]] = None
+  split_column: int = 0
   max_labels: Optional[int] = None
   max_features: Optional[int] = None
   normalize: Optional[str] = None
@@ -71,6 +78,7 @@ class XmcFile:
   labels: List[List[int]]
   features: List[Tuple[np.ndarray, np.ndarray]]
   origins: List[str]
+  points: List[int]  # 0-based point index (non-blank line after the header) of each row.
 
 
 def parse_line(line: str) -> Tuple[List[int], List[int], List[float]]:
@@ -110,10 +118,12 @@ def read_xmc(path: str, *, stats: Optional[base.DataStats] = None,
     except ValueError:
       raise ValueError(f"{path}:1: expected a header 'num_points num_features num_labels', "
                        f"got {header.strip()[:80]!r}.") from None
-    labels, features, origins = [], [], []
+    labels, features, origins, points = [], [], [], []
+    point = -1
     for lineno, line in enumerate(f, 2):
       if not line.strip():
         continue  # Blank line (e.g. at the end): skipped, not a point.
+      point += 1
       origin = f"{path}:{lineno}"
       try:
         point_labels, ids, values = parse_line(line.rstrip("\n"))
@@ -135,13 +145,48 @@ def read_xmc(path: str, *, stats: Optional[base.DataStats] = None,
       features.append((uniq, np.bincount(inverse, weights=values, minlength=len(uniq))))
       labels.append(point_labels)
       origins.append(origin)
+      points.append(point)
   if len(labels) + stats.malformed_lines != num_points:
     msg = (f"{path}: header says {num_points} points, the file has {len(labels)} "
            f"readable lines.")
     if strict:
       raise ValueError(msg)
     logging.warning(msg)
-  return XmcFile(str(path), num_points, num_features, num_labels, labels, features, origins)
+  return XmcFile(str(path), num_points, num_features, num_labels, labels, features, origins,
+                 points)
+
+
+def _split_by_index(config: XmcConfig):
+  """Splits one data file by 1-based index files (Bibtex style). A point whose line is
+  malformed is missing from every split (it is counted once, under train)."""
+  if "data" not in config.files:
+    raise ValueError("XmcConfig.split_files needs files={'data': <data file>}.")
+  data_stats = base.DataStats()
+  data = read_xmc(config.files["data"], stats=data_stats, strict=config.strict)
+  row_of = {p: r for r, p in enumerate(data.points)}
+  stats, parsed = {}, {}
+  for split, path in config.split_files.items():
+    rows = []
+    with jsonl.open_text(path) as f:
+      for lineno, line in enumerate(f, 1):
+        cols = line.split()
+        if not cols:
+          continue
+        try:
+          point = int(cols[config.split_column]) - 1
+        except (ValueError, IndexError):
+          raise ValueError(f"{path}:{lineno}: no integer in column {config.split_column}."
+                           ) from None
+        if not 0 <= point < data.num_points:
+          raise ValueError(f"{path}:{lineno}: point {point + 1} outside [1, "
+                           f"{data.num_points}].")
+        if point in row_of:
+          rows.append(row_of[point])
+    stats[split] = data_stats if split == "train" else base.DataStats()
+    parsed[split] = dataclasses.replace(
+        data, labels=[data.labels[r] for r in rows], features=[data.features[r] for r in rows],
+        origins=[data.origins[r] for r in rows], points=[data.points[r] for r in rows])
+  return stats, parsed
 
 
 def pack_features(features: List[Tuple[np.ndarray, np.ndarray]], max_features: int, *,
@@ -176,11 +221,15 @@ def load_xmc(config: XmcConfig) -> memory.ArraySource:
   """
   if config.normalize not in (None, "l2"):
     raise ValueError(f"XmcConfig.normalize must be 'l2' or None, got {config.normalize!r}.")
-  if "train" not in config.files:
-    raise ValueError(f"XmcConfig.files needs a 'train' file, got {sorted(config.files)}.")
-  read_stats = {s: base.DataStats() for s in config.files}
-  parsed = {s: read_xmc(p, stats=read_stats[s], strict=config.strict)
-            for s, p in config.files.items()}
+  if "train" not in (config.split_files or config.files):
+    raise ValueError(f"XmcConfig needs a 'train' split, got files {sorted(config.files)} and "
+                     f"split_files {sorted(config.split_files or {})}.")
+  if config.split_files:
+    read_stats, parsed = _split_by_index(config)
+  else:
+    read_stats = {s: base.DataStats() for s in config.files}
+    parsed = {s: read_xmc(p, stats=read_stats[s], strict=config.strict)
+              for s, p in config.files.items()}
   train = parsed["train"]
   for split, xf in parsed.items():
     if (xf.num_features, xf.num_labels) != (train.num_features, train.num_labels):
