@@ -1,0 +1,216 @@
+"""Benchmark: fused chunked head losses vs dense JAX, PyTorch dense and the bare GEMM bound.
+
+Forward + backward of ``loss(x @ W + b, ids)`` w.r.t. ``(x, W, b)``, mean over the batch.
+Every variant runs in its own subprocess (clean peak RSS). Reported per variant: median
+wall time over ``--runs`` runs after one warm-up, XLA temp memory
+(``compiled.memory_analysis().temp_size_in_bytes``) and process peak RSS.
+
+Variants:
+  gemm:      the three matmuls of a dense head's forward + backward alone (the bound).
+  fused:     multilabel_jax.losses.fused per-example loss, .mean(), jax.grad (4 GEMMs).
+  reduced:   the reduced (scalar) fused variant, gradients computed in the forward.
+  dense:     optax on materialised logits with a dense multi-hot target.
+  torch:     PyTorch CPU, dense logits (binary_cross_entropy_with_logits / cross_entropy
+             with probability targets).
+
+Usage:
+  .venv/bin/python benchmarks/head_losses.py --quick          # small sizes, ~1 min
+  .venv/bin/python benchmarks/head_losses.py                  # full run (~20 min, 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VARIANTS = ("gemm", "fused", "reduced", "dense", "torch")
+
+
+def _make_data(b, d, c, seed=0):
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  x = (rng.standard_normal((b, d)) * 1.0).astype(np.float32)
+  w = (rng.standard_normal((d, c)) * 0.02).astype(np.float32)
+  bias = np.zeros((c,), np.float32)
+  ids = np.full((b, 8), -1, np.int32)
+  npos = rng.integers(1, 9, size=b)
+  for i in range(b):
+    ids[i, :npos[i]] = rng.choice(c, size=npos[i], replace=False)
+  return x, w, bias, ids
+
+
+def _time(fn, runs):
+  fn()  # Warm-up (compile).
+  times = []
+  for _ in range(runs):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  times.sort()
+  return times[len(times) // 2], times
+
+
+def child(args):
+  x, w, bias, ids = _make_data(args.B, args.D, args.C)
+  out = {"variant": args.variant, "loss": args.loss, "B": args.B, "D": args.D, "C": args.C}
+  if args.variant == "torch":
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(os.cpu_count())
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    bt = torch.tensor(bias, requires_grad=True)
+    y = torch.zeros(args.B, args.C)
+    rows = torch.arange(args.B)[:, None].expand(-1, ids.shape[1])
+    idt = torch.tensor(ids, dtype=torch.long)
+    y[rows[idt >= 0], idt[idt >= 0]] = 1.0
+
+    def step():
+      for t in (xt, wt, bt):
+        t.grad = None
+      z = xt @ wt + bt
+      if args.loss == "bce":
+        loss = F.binary_cross_entropy_with_logits(z, y, reduction="none").sum(-1).mean()
+      else:
+        loss = F.cross_entropy(z, y / y.sum(-1, keepdim=True))
+      loss.backward()
+    out["median_s"], out["times_s"] = _time(step, args.runs)
+    out["temp_bytes"] = None
+  else:
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from multilabel_jax import labels as labels_lib
+    from multilabel_jax.losses import fused
+    xj, wj, bj, idj = map(jnp.asarray, (x, w, bias, ids))
+    cs = args.chunk_size
+    if args.variant == "gemm":
+      g = jnp.full((args.B, args.C), 1e-3, jnp.float32)  # A stand-in for dlogits.
+
+      def f(x, w, g):
+        return x @ w, g @ w.T, x.T @ g
+      fn, fargs = jax.jit(f), (xj, wj, g)
+    else:
+      if args.variant == "fused":
+        loss_fn = {"bce": fused.linear_sigmoid_bce, "softmax": fused.linear_softmax_xent}[args.loss]
+        obj = lambda x, w, b: loss_fn(x, w, b, idj, chunk_size=cs).mean()
+      elif args.variant == "reduced":
+        loss_fn = {"bce": fused.linear_sigmoid_bce_reduced,
+                   "softmax": fused.linear_softmax_xent_reduced}[args.loss]
+        obj = lambda x, w, b: loss_fn(x, w, b, idj, chunk_size=cs)
+      else:
+        def obj(x, w, b, ids):  # ids traced: ids_to_dense runs inside the jit.
+          z = x @ w + b
+          y = labels_lib.ids_to_dense(ids, args.C)
+          if args.loss == "bce":
+            return optax.sigmoid_binary_cross_entropy(z, y).sum(-1).mean()
+          return optax.softmax_cross_entropy(z, y / y.sum(-1, keepdims=True)).mean()
+      fargs = (xj, wj, bj, idj) if args.variant == "dense" else (xj, wj, bj)
+      fn = jax.jit(jax.value_and_grad(obj, argnums=(0, 1, 2)))
+    mem = fn.lower(*fargs).compile().memory_analysis()
+    out["temp_bytes"] = int(mem.temp_size_in_bytes) if mem is not None else None
+    if args.compile_only:
+      out["median_s"] = None
+    else:
+      run = lambda: jax.block_until_ready(fn(*fargs))
+      out["median_s"], out["times_s"] = _time(run, args.runs)
+  out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  print("RESULT " + json.dumps(out), flush=True)
+
+
+def run_child(loss, variant, b, d, c, runs, chunk_size, compile_only=False):
+  cmd = [sys.executable, os.path.abspath(__file__), "--child", "--loss", loss, "--variant",
+         variant, "--B", str(b), "--D", str(d), "--C", str(c), "--runs", str(runs),
+         "--chunk_size", str(chunk_size)] + (["--compile_only"] if compile_only else [])
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+  for line in proc.stdout.splitlines():
+    if line.startswith("RESULT "):
+      return json.loads(line[7:])
+  return {"variant": variant, "loss": loss, "B": b, "D": d, "C": c,
+          "error": (proc.stderr or proc.stdout)[-600:]}
+
+
+def _ratio(a, b):
+  return None if a is None or b is None or not b else a / b
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--quick", action="store_true")
+  p.add_argument("--child", action="store_true")
+  p.add_argument("--compile_only", action="store_true")
+  p.add_argument("--loss", default="bce")
+  p.add_argument("--variant", default="fused")
+  p.add_argument("--B", type=int, default=1024)
+  p.add_argument("--D", type=int, default=512)
+  p.add_argument("--C", type=int, default=4096)
+  p.add_argument("--runs", type=int, default=5)
+  p.add_argument("--chunk_size", type=int, default=4096)
+  p.add_argument("--out", default=None)
+  args = p.parse_args()
+  if args.child:
+    return child(args)
+
+  if args.quick:
+    sizes, runs, big = [(256, 128, 4096), (256, 128, 16384)], 3, (64, 64, 65536)
+  else:
+    sizes, runs, big = [(1024, 512, c) for c in (4096, 32768, 131072)], 5, (256, 256, 1 << 20)
+  rows = []
+  for loss in ("bce", "softmax"):
+    for (b, d, c) in sizes:
+      res = {v: run_child(loss, v, b, d, c, runs, args.chunk_size) for v in VARIANTS}
+      rows.append(res)
+      _print_row(loss, b, d, c, res)
+    b, d, c = big
+    res = {v: run_child(loss, v, b, d, c, max(3, runs - 2), args.chunk_size)
+           for v in ("gemm", "fused", "reduced")}
+    res["dense"] = run_child(loss, "dense", b, d, c, 1, args.chunk_size, compile_only=True)
+    rows.append(res)
+    _print_row(loss, b, d, c, res)
+
+  info = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+          "platform": platform.platform(), "python": platform.python_version(),
+          "chunk_size": args.chunk_size, "quick": args.quick,
+          "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+  try:
+    import jax
+    info["jax"] = jax.__version__
+  except ImportError:
+    pass
+  out = args.out or os.path.join(ROOT, "benchmarks", "results",
+                                 "head_losses_quick.json" if args.quick else "head_losses.json")
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  with open(out, "w") as f:
+    json.dump({"info": info, "rows": rows}, f, indent=1)
+  print(f"wrote {out}")
+
+
+def _print_row(loss, b, d, c, res):
+  g = lambda v, k: res.get(v, {}).get(k)
+  t = {v: g(v, "median_s") for v in VARIANTS}
+  fmt = lambda r: "  -  " if r is None else f"{r:5.2f}"
+  mb = lambda v: "-" if g(v, "temp_bytes") is None else f"{g(v, 'temp_bytes') / 2**20:.0f}"
+  print(f"{loss:7s} B={b:5d} D={d:4d} C={c:8d} | "
+        + " ".join(f"{v}={t[v]:.3f}s" if t[v] is not None else f"{v}=-" for v in VARIANTS)
+        + f" | fused/gemm={fmt(_ratio(t['fused'], t['gemm']))}"
+        f" reduced/gemm={fmt(_ratio(t['reduced'], t['gemm']))}"
+        f" dense/reduced={fmt(_ratio(t['dense'], t['reduced']))}"
+        f" torch/reduced={fmt(_ratio(t['torch'], t['reduced']))}"
+        f" | temp MiB fused={mb('fused')} reduced={mb('reduced')} dense={mb('dense')}"
+        f" dense/reduced={fmt(_ratio(g('dense', 'temp_bytes'), g('reduced', 'temp_bytes')))}",
+        flush=True)
+  for v in res:
+    if "error" in res[v]:
+      print(f"  {v} failed: {res[v]['error']}", flush=True)
+
+
+if __name__ == "__main__":
+  main()
