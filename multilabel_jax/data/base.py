@@ -77,3 +77,53 @@ class Source(Protocol):
   def read(self, split: str, indices: np.ndarray) -> dict:
     """A batch of examples: each input name -> ``[len(indices), *shape]`` and
     ``label_ids`` int32 ``[len(indices), max_labels]`` padded with -1."""
+
+
+def read_labels(source: Source, split: str, indices: np.ndarray) -> np.ndarray:
+  """``label_ids`` of ``indices`` only: uses ``source.read_labels`` when the source has this
+  optional fast path (no inputs are built), else ``source.read(...)["label_ids"]``."""
+  indices = np.asarray(indices, np.int64)
+  fast = getattr(source, "read_labels", None)
+  if fast is not None:
+    return np.asarray(fast(split, indices))
+  return np.asarray(source.read(split, indices)["label_ids"])
+
+
+# Counter-based randomness: every random number is a pure function of integer keys (seed,
+# split, example index, stream, ...), so example i can be generated alone, in any order, on
+# any process. The hash is a chain of splitmix64 finalisers (Steele, Lea & Flood 2014).
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
+_MUL2 = np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix(z: np.ndarray) -> np.ndarray:
+  z = z ^ (z >> np.uint64(30))
+  z = z * _MUL1
+  z = z ^ (z >> np.uint64(27))
+  z = z * _MUL2
+  return z ^ (z >> np.uint64(31))
+
+
+def hash_keys(*keys) -> np.ndarray:
+  """uint64 hash of integer keys, broadcast against each other (negative keys wrap)."""
+  with np.errstate(over="ignore"):
+    h = np.zeros((), np.uint64)
+    for k in keys:
+      k = np.asarray(k).astype(np.int64).astype(np.uint64)
+      h = _splitmix(h ^ _splitmix(k + _GOLDEN))
+  return np.asarray(h)
+
+
+def uniform(*keys) -> np.ndarray:
+  """float64 uniform in (0, 1), one per broadcast key tuple (53 random bits)."""
+  h = hash_keys(*keys)
+  return ((h >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+
+
+def normal(*keys) -> np.ndarray:
+  """float64 standard normal, one per broadcast key tuple (Box-Muller on two 32-bit halves)."""
+  h = hash_keys(*keys)
+  u1 = ((h >> np.uint64(32)).astype(np.float64) + 0.5) * 2.0**-32
+  u2 = ((h & np.uint64(0xFFFFFFFF)).astype(np.float64) + 0.5) * 2.0**-32
+  return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
