@@ -25,7 +25,9 @@ OBJECTIVE_HEADS = {
 ALL_HEADS = {**OBJECTIVE_HEADS["two_head"], **OBJECTIVE_HEADS["count"],
              **OBJECTIVE_HEADS["embedding"]}
 
-# Tiny configurations: name -> (encoder kwargs, feature width D).
+# Tiny configurations: name -> (encoder kwargs, feature width D). The shape tests run every
+# real architecture (trace only); numeric tests compile, so the fast ones use "resnet_tiny"
+# (ResNet-18 blocks, one per stage) and the full ResNets/vit_s run under -m slow.
 CONFIGS = {
     "mlp": (dict(widths=(16, 8), dropout=0.1, layer_norm=True), 8),
     "bow": (dict(vocab_size=50, embed_dim=12, widths=(8,), pad_id=0), 8),
@@ -34,13 +36,12 @@ CONFIGS = {
     "vit_ti": (dict(patch_size=8, width=16, depth=1, mlp_dim=32, num_heads=2), 16),
     "vit_s": (dict(patch_size=4, width=8, depth=1, mlp_dim=16, num_heads=2, pool="tok"), 8),
 }
+TINY = {"resnet_tiny": ("resnet18", dict(width=4, stem="cifar", stage_sizes=(1, 1)), 8)}
 
 
-# Models that compile in more than a few seconds on CPU run their numeric tests under -m slow
-# (their shapes, dtypes and params are still checked in the fast tests via eval_shape).
-# vit_s here differs from vit_ti only by options that test_vit_small_patch runs fast.
-RUN = [pytest.param(n, marks=pytest.mark.slow) if n in ("resnet50", "vit_s") else n
-       for n in CONFIGS]
+SLOW = ("resnet18", "resnet50", "vit_s")  # vit_s options are also run in test_vit_small_patch
+RUN = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
+       for n in [*CONFIGS, *TINY]]
 
 
 def make_batch(name, rng=0, batch_size=B):
@@ -56,19 +57,21 @@ def make_batch(name, rng=0, batch_size=B):
 
 
 def build(name, heads=ALL_HEADS, **kw):
-  enc_kw, _ = CONFIGS[name]
-  return models.get_model(name, heads, **{**enc_kw, **kw})
+  model_name, enc_kw, _ = TINY[name] if name in TINY else (name, *CONFIGS[name])
+  return models.get_model(model_name, heads, **{**enc_kw, **kw})
 
 
 _INIT_CACHE = {}
 
 
 def init(name):
-  """(model, variables) with ALL_HEADS, cached: compiles are the slow part on CPU."""
+  """(model, variables, initial outputs on make_batch(name)) with ALL_HEADS, cached and
+  from one jitted init_with_output: compiles are the slow part on CPU."""
   if name not in _INIT_CACHE:
     model = build(name)
-    variables = jax.jit(model.init)({"params": jax.random.key(0)}, make_batch(name))
-    _INIT_CACHE[name] = (model, variables)
+    out, variables = jax.jit(model.init_with_output)({"params": jax.random.key(0)},
+                                                     make_batch(name))
+    _INIT_CACHE[name] = (model, variables, out)
   return _INIT_CACHE[name]
 
 
@@ -107,13 +110,12 @@ def test_output_shapes_and_dtypes(name, objective):
 
 @pytest.mark.parametrize("name", RUN)
 def test_init_zero_kernel_and_constant_bias(name):
-  model, variables = init(name)
+  model, variables, out = init(name)
   for head, spec in ALL_HEADS.items():
     kernel, bias = models.head_params(variables["params"], head)
     assert kernel is variables["params"]["head_" + head]["kernel"]
     np.testing.assert_array_equal(kernel, 0.0)
     np.testing.assert_allclose(bias, np.full(spec.width, spec.bias_init, np.float32))
-  out = jax.jit(model.apply)(variables, make_batch(name, rng=1))
   for head, spec in ALL_HEADS.items():
     np.testing.assert_allclose(out[head], np.full((B, spec.width), spec.bias_init), rtol=1e-6)
   assert np.all(np.isfinite(out["pre_logits"]))
@@ -122,7 +124,7 @@ def test_init_zero_kernel_and_constant_bias(name):
 
 @pytest.mark.parametrize("name", RUN)
 def test_gradients_finite_and_reach_encoder(name):
-  model, variables = init(name)
+  model, variables, _ = init(name)
   params, state = models.split_variables(variables)
   # A random head kernel, else the zero kernel blocks every gradient to the encoder.
   params = jax.tree_util.tree_map(lambda x: x, params)
@@ -145,7 +147,7 @@ def test_gradients_finite_and_reach_encoder(name):
 
 
 def test_skip_heads_outputs():
-  model, variables = init("mlp")
+  model, variables, _ = init("mlp")
   batch = make_batch("mlp")
   out = model.apply(variables, batch, skip_heads=("logits", "multilabel_logits"))
   assert set(out) == {"pre_logits", "log_count", "embedding"}
@@ -171,7 +173,7 @@ def test_skip_heads_computes_no_class_logits(name):
 
 
 def test_fused_head_path_matches_logits():
-  model, variables = init("mlp")
+  model, variables, _ = init("mlp")
   batch = make_batch("mlp")
   params = dict(variables["params"])
   params["head_logits"] = {"kernel": jax.random.normal(jax.random.key(5), (8, C)),
@@ -183,7 +185,7 @@ def test_fused_head_path_matches_logits():
 
 
 def test_skip_heads_errors():
-  model, variables = init("mlp")
+  model, variables, _ = init("mlp")
   with pytest.raises(ValueError, match="unknown heads"):
     model.apply(variables, make_batch("mlp"), skip_heads=("nope",))
   with pytest.raises(KeyError, match="No head 'nope'"):
@@ -303,9 +305,10 @@ def test_bow_rejects_bad_inputs():
 # ----------------------------------------------------------------------------- images
 
 
-@pytest.mark.parametrize("name", ["resnet18", pytest.param("resnet50", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["resnet_tiny"] + [
+    pytest.param(n, marks=pytest.mark.slow) for n in ("resnet18", "resnet50")])
 def test_resnet_train_and_eval_modes(name):
-  model, variables = init(name)
+  model, variables, _ = init(name)
   params, state = models.split_variables(variables)
   batch = make_batch(name, rng=6, batch_size=4)
   apply_train = jax.jit(lambda s, x: model.apply({"params": params, **s}, x, train=True,
@@ -346,14 +349,13 @@ def test_vit_small_patch(patch, posemb, pool):
   model = models.get_model(f"vit_ti/{patch}", {"logits": HeadOutput(C, 0.0)}, width=8,
                            depth=1, mlp_dim=16, num_heads=2, posemb=posemb, pool=pool)
   x = {"image": np.random.RandomState(0).randn(2, 32, 32, 3).astype(np.float32)}
-  v = jax.jit(model.init)({"params": jax.random.key(0)}, x)
+  out, v = jax.jit(model.init_with_output)({"params": jax.random.key(0)}, x)
   enc = v["params"]["encoder"]
   assert enc["embedding"]["kernel"].shape == (patch, patch, 3, 8)
   assert ("pos_embedding" in enc) == (posemb == "learn")
   if posemb == "learn":
     assert enc["pos_embedding"].shape == (1, (32 // patch) ** 2, 8)
   assert ("cls" in enc) == (pool == "tok")
-  out = jax.jit(model.apply)(v, x)
   assert out["pre_logits"].shape == (2, 8) and np.all(np.isfinite(out["pre_logits"]))
   assert not np.allclose(out["pre_logits"][0], out["pre_logits"][1])
 
@@ -374,7 +376,7 @@ def test_vit_variants_and_bad_patch():
 
 
 def test_dropout_active_only_in_training():
-  model, variables = init("mlp")
+  model, variables, _ = init("mlp")
   batch = make_batch("mlp")
   ev = model.apply(variables, batch)["pre_logits"]
   np.testing.assert_array_equal(ev, model.apply(variables, batch)["pre_logits"])
