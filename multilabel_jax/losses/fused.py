@@ -146,25 +146,25 @@ def logits_chunk(x, kc, bc):
   return z + bc.astype(_F32)
 
 
-def _vma(a):
+def vma_axes(a):
   aval = jax.typeof(a)
   mat = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
   axes = mat.varying if mat is not None else getattr(aval, "vma", ())
   return frozenset(axes or ())
 
 
-def match_vma(tree, *refs):
+def matchvma_axes(tree, *refs):
   """Inside ``shard_map``: marks ``tree``'s leaves as varying over the refs' mesh axes."""
-  axes = frozenset().union(*(_vma(r) for r in refs))
+  axes = frozenset().union(*(vma_axes(r) for r in refs))
 
   def cast(a):
-    missing = tuple(sorted(axes - _vma(a)))
+    missing = tuple(sorted(axes - vma_axes(a)))
     return lax.pcast(a, missing, to="varying") if missing else a
 
   return jax.tree.map(cast, tree) if axes else tree
 
 
-def for_each_chunk(kernel, bias, chunk_size, body, carry):
+def for_each_chunk(kernel, bias, chunk_size, body, carry, refs=()):
   """Runs ``carry = body(carry, start, kernel_chunk, bias_chunk)`` over class chunks.
 
   Full chunks run in a ``fori_loop`` on dynamic slices (no copy of the kernel); a last
@@ -174,7 +174,7 @@ def for_each_chunk(kernel, bias, chunk_size, body, carry):
   c = kernel.shape[1]
   cs = min(chunk_size, c)
   n_full, rem = divmod(c, cs)
-  carry = match_vma(carry, kernel, bias)
+  carry = matchvma_axes(carry, kernel, bias, *refs)
 
   def step(i, carry):
     start = i * cs
@@ -237,7 +237,7 @@ def grad_pass(x, kernel, bias, chunk_size, dz_fn, carry):
     return carry, dx, dk, db
 
   init = (carry, jnp.zeros(x.shape, _F32), jnp.zeros_like(kernel), jnp.zeros_like(bias))
-  carry, dx, dk, db = for_each_chunk(kernel, bias, chunk_size, body, init)
+  carry, dx, dk, db = for_each_chunk(kernel, bias, chunk_size, body, init, refs=(x,))
   return carry, dx.astype(x.dtype), dk, db
 
 
@@ -245,7 +245,7 @@ def stats_pass(x, kernel, bias, chunk_size, fn, carry):
   """One forward pass (1 GEMM): ``carry = fn(carry, z [B, w] f32, start)`` per chunk."""
   return for_each_chunk(
       kernel, bias, chunk_size, lambda c, start, kc, bc: fn(c, logits_chunk(x, kc, bc), start),
-      carry)
+      carry, refs=(x,))
 
 
 # ----------------------------------------------------------------------------- per-chunk math

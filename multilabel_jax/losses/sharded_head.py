@@ -27,7 +27,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.sharding import PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from multilabel_jax import labels as labels_lib
 from multilabel_jax.losses import fused
@@ -50,20 +50,37 @@ def _setup(x, kernel, bias, label_ids, chunk_size, mesh, axis_name, batch_axis):
   return b, c
 
 
-def _varying(x, axis_name):
-  # Replicated input used by per-shard work; its transpose is the psum of the partials.
-  return lax.pcast(x, axis_name, to="varying")
+def _varying(tree, *axes):
+  """Marks inputs as varying over ``axes`` (mesh axes; None skipped).
+
+  Replicated inputs used by per-shard work: the transpose of the cast is the psum of the
+  per-shard partial gradients (dx over classes; dkernel, dbias over the batch axis).
+  """
+  axes = frozenset(a for a in axes if a is not None)
+
+  def cast(a):
+    missing = tuple(sorted(axes - fused.vma_axes(a)))
+    return lax.pcast(a, missing, to="varying") if missing else a
+
+  return jax.tree.map(cast, tree)
 
 
 def _offset(kernel, axis_name):
   return lax.axis_index(axis_name) * kernel.shape[1]
 
 
+def _to_specs(args, specs, mesh):
+  # Lays the inputs out as shard_map expects (a no-op when they already are, e.g. a kernel
+  # kept sharded P(None, axis_name) by the train state).
+  return tuple(jax.reshard(a, NamedSharding(mesh, s)) for a, s in zip(args, specs))
+
+
 def _shard_map(fn, mesh, axis_name, batch_axis, num_row_args, num_out, check_vma=True):
   row = P(batch_axis)
   in_specs = (P(batch_axis, None), P(None, axis_name), P(axis_name)) + (row,) * num_row_args
-  return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=(row,) * num_out,
-                       check_vma=check_vma)
+  mapped = jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=(row,) * num_out,
+                         check_vma=check_vma)
+  return lambda *args: mapped(*_to_specs(args, in_specs, mesh))
 
 
 def sharded_linear_sigmoid_bce(x, kernel, bias, label_ids, *, mesh, chunk_size: int,
@@ -92,7 +109,7 @@ def sharded_linear_sigmoid_bce(x, kernel, bias, label_ids, *, mesh, chunk_size: 
   keep = fused.valid_ids_mask(label_ids, c)
 
   def local(x, kernel, bias, ids, keep):
-    x = _varying(x, axis_name)
+    x, kernel, bias = _varying((x, kernel, bias), axis_name, batch_axis)
     stats = fused.fused_stats("bce", chunk_size, x, kernel, bias, ids - _offset(kernel, axis_name),
                               keep)
     return lax.psum(stats, axis_name)
@@ -121,7 +138,7 @@ def sharded_linear_softmax_xent(x, kernel, bias, label_ids, *, mesh, chunk_size:
   keep = fused.valid_ids_mask(label_ids, c)
 
   def local(x, kernel, bias, ids, keep):
-    x = _varying(x, axis_name)
+    x, kernel, bias = _varying((x, kernel, bias), axis_name, batch_axis)
     lse, pos = fused.fused_stats("softmax", chunk_size, x, kernel, bias,
                                  ids - _offset(kernel, axis_name), keep)
     return _global_lse(lse, axis_name), lax.psum(pos, axis_name)
@@ -185,25 +202,24 @@ def _reduced(kind, x, kernel, bias, label_ids, weights, where, label_smoothing, 
   ls = jnp.asarray(label_smoothing, _F32)
 
   def local(x, kernel, bias, ids, keep, weights):
-    x = _varying(x, axis_name)
+    x, kernel, bias = _varying((x, kernel, bias), axis_name, batch_axis)
     ids = ids - _offset(kernel, axis_name)
     if kind == "bce":
       # The BCE separates over classes: per-shard partial sums, one psum.
       part = fused._reduced("bce", chunk_size, x, kernel, bias,  # pylint: disable=protected-access
-                            _varying(weights, axis_name), ids, keep, ls)
+                            _varying(weights, axis_name, batch_axis), ids, keep, ls)
       total = lax.psum(part, axis_name)
     else:
       part = _softmax_reduced_local(axis_name, chunk_size, x, kernel, bias,
-                                    _varying(weights, axis_name), ids, keep)
+                                    _varying(weights, axis_name, batch_axis), ids, keep)
       total = lax.psum(part, axis_name)
     if batch_axis is not None:
       total = lax.psum(total, batch_axis)
     return total
 
-  fn = jax.shard_map(local, mesh=mesh, out_specs=P(),
-                     in_specs=(P(batch_axis, None), P(None, axis_name), P(axis_name))
-                     + (P(batch_axis),) * 3)
-  return fn(x, kernel, bias, label_ids, keep, weights)
+  in_specs = (P(batch_axis, None), P(None, axis_name), P(axis_name)) + (P(batch_axis),) * 3
+  fn = jax.shard_map(local, mesh=mesh, out_specs=P(), in_specs=in_specs)
+  return fn(*_to_specs((x, kernel, bias, label_ids, keep, weights), in_specs, mesh))
 
 
 def sharded_linear_sigmoid_bce_reduced(x, kernel, bias, label_ids, *, mesh, chunk_size: int,
@@ -239,7 +255,7 @@ def sharded_linear_top_k(x, kernel, bias, k: int, *, mesh, chunk_size: int,
   streaming_top_k.check_k(k, c)
 
   def local(x, kernel, bias):
-    x = _varying(x, axis_name)
+    x, kernel, bias = _varying((x, kernel, bias), axis_name, batch_axis)
     kk = min(k, kernel.shape[1])
     vals, ids = streaming_top_k.chunked_top_k(x, kernel, bias, kk, chunk_size,
                                               id_offset=_offset(kernel, axis_name))

@@ -53,7 +53,7 @@ def chunked_top_k(x, kernel, bias, k: int, chunk_size: int, id_offset=0):
     return merge_top_k(vals, ids, cv, (ci + start + id_offset).astype(jnp.int32), k)
 
   init = (jnp.full((b, k), -jnp.inf, _F32), jnp.full((b, k), -1, jnp.int32))
-  return fused.for_each_chunk(kernel, bias, chunk_size, body, init)
+  return fused.for_each_chunk(kernel, bias, chunk_size, body, init, refs=(x,))
 
 
 def linear_top_k(x, kernel, bias, k: int, *, chunk_size: int):
