@@ -161,11 +161,11 @@ class TextFeaturizer:
     """Learns the vocabulary (or bucket) document frequencies on training documents."""
     cfg = self.config
     doc_sets = [set(self.tokens(doc)) for doc in docs]
-    word_df = collections.Counter()
-    for distinct in doc_sets:
-      word_df.update(distinct)
     self.num_documents = len(doc_sets)
     if cfg.vocab == "learned":
+      word_df = collections.Counter()
+      for distinct in doc_sets:
+        word_df.update(distinct)
       kept = [(w, c) for w, c in word_df.items() if c >= cfg.min_count]
       kept.sort(key=lambda wc: (-wc[1], wc[0]))
       if cfg.max_vocab_size is not None:
