@@ -6,7 +6,10 @@ wall time over ``--runs`` runs after one warm-up, XLA temp memory
 (``compiled.memory_analysis().temp_size_in_bytes``) and process peak RSS.
 
 Variants:
-  gemm:      the three matmuls of a dense head's forward + backward alone (the bound).
+  gemm:      the three matmuls of a dense head's forward + backward alone (the bound):
+             x @ W, g @ W.T, x.T @ g with a given g [B, C].
+  gemm_chunked: the same three matmuls over class chunks of --chunk_size (dlogits := logits),
+             no loss math: the floor of the chunked structure, no [B, C] buffer.
   fused:     multilabel_jax.losses.fused per-example loss, .mean(), jax.grad (4 GEMMs).
   reduced:   the reduced (scalar) fused variant, gradients computed in the forward.
   dense:     optax on materialised logits with a dense multi-hot target.
@@ -30,7 +33,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = ("gemm", "fused", "reduced", "dense", "torch")
+VARIANTS = ("gemm", "gemm_chunked", "fused", "reduced", "dense", "torch")
 
 
 def _make_data(b, d, c, seed=0):
@@ -97,6 +100,15 @@ def child(args):
       def f(x, w, g):
         return x @ w, g @ w.T, x.T @ g
       fn, fargs = jax.jit(f), (xj, wj, g)
+    elif args.variant == "gemm_chunked":
+      def f(x, w, b):
+        def body(carry, start, kc, bc):
+          dx, dk = carry
+          z = x @ kc + bc
+          dk = jax.lax.dynamic_update_slice_in_dim(dk, x.T @ z, start, axis=1)
+          return dx + z @ kc.T, dk
+        return fused.for_each_chunk(w, b, cs, body, (jnp.zeros_like(x), jnp.zeros_like(w)))
+      fn, fargs = jax.jit(f), (xj, wj, bj)
     else:
       if args.variant == "fused":
         loss_fn = {"bce": fused.linear_sigmoid_bce, "softmax": fused.linear_softmax_xent}[args.loss]
@@ -171,7 +183,7 @@ def main():
       _print_row(loss, b, d, c, res)
     b, d, c = big
     res = {v: run_child(loss, v, b, d, c, max(3, runs - 2), args.chunk_size)
-           for v in ("gemm", "fused", "reduced")}
+           for v in ("gemm", "gemm_chunked", "fused", "reduced")}
     res["dense"] = run_child(loss, "dense", b, d, c, 1, args.chunk_size, compile_only=True)
     rows.append(res)
     _print_row(loss, b, d, c, res)
@@ -201,6 +213,7 @@ def _print_row(loss, b, d, c, res):
   print(f"{loss:7s} B={b:5d} D={d:4d} C={c:8d} | "
         + " ".join(f"{v}={t[v]:.3f}s" if t[v] is not None else f"{v}=-" for v in VARIANTS)
         + f" | fused/gemm={fmt(_ratio(t['fused'], t['gemm']))}"
+        f" reduced/gemm_chunked={fmt(_ratio(t['reduced'], t['gemm_chunked']))}"
         f" reduced/gemm={fmt(_ratio(t['reduced'], t['gemm']))}"
         f" dense/reduced={fmt(_ratio(t['dense'], t['reduced']))}"
         f" torch/reduced={fmt(_ratio(t['torch'], t['reduced']))}"

@@ -251,11 +251,22 @@ def stats_pass(x, kernel, bias, chunk_size, fn, carry):
 # ----------------------------------------------------------------------------- per-chunk math
 
 
+def _softplus_sigmoid(z, need_sigmoid=True):
+  """``softplus(z)`` and ``sigmoid(z)`` from one ``exp(-|z|)`` (stable for any z)."""
+  e = jnp.exp(-jnp.abs(z))
+  sp = jnp.maximum(z, 0.0) + jnp.log1p(e)
+  if not need_sigmoid:
+    return sp, None
+  r = 1.0 / (1.0 + e)
+  return sp, jnp.where(z >= 0, r, e * r)
+
+
 def _bce_stats_fn(label_ids, keep):
   """Running (sum softplus(z), sum z, sum of positive z), each ``[B]``."""
-  def fn(carry, z, start):
+  def fn(carry, z, start, sp_z=None):
     sp, zs, pos = carry
-    return (sp + jnp.sum(jax.nn.softplus(z), 1), zs + jnp.sum(z, 1),
+    sp_z = _softplus_sigmoid(z, False)[0] if sp_z is None else sp_z
+    return (sp + jnp.sum(sp_z, 1), zs + jnp.sum(z, 1),
             pos + gather_positives(z, label_ids, keep, start))
   return fn
 
@@ -414,8 +425,9 @@ def _reduced_fwd(kind, chunk_size, x, kernel, bias, weights, label_ids, keep, ls
     pos_coef = weights * (1.0 - ls)
 
     def dz_fn(carry, z, start):
-      dz = weights[:, None] * (jax.nn.sigmoid(z) - 0.5 * ls)
-      return stats(carry, z, start), scatter_positives(dz, label_ids, keep, start, pos_coef)
+      sp_z, sig = _softplus_sigmoid(z)
+      dz = weights[:, None] * (sig - 0.5 * ls)
+      return stats(carry, z, start, sp_z), scatter_positives(dz, label_ids, keep, start, pos_coef)
 
     (sp, zs, pos), dx, dk, db = grad_pass(x, kernel, bias, chunk_size, dz_fn, _zeros3(b))
     loss = sp - 0.5 * ls * zs - (1.0 - ls) * pos
