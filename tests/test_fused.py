@@ -321,3 +321,21 @@ def test_linear_top_k_errors():
     streaming_top_k.linear_top_k(x, k, b, C + 1, chunk_size=4)
   with pytest.raises(ValueError, match="k"):
     streaming_top_k.linear_top_k(x, k, b, 0, chunk_size=4)
+
+
+@pytest.mark.parametrize("k_avg,cs", [(3.0, 5), (0.5, 23), (3.4, 4)])  # m = 5, 0, 7.
+def test_average_k_threshold_matches_two_head(k_avg, cs):
+  from multilabel_jax.losses import two_head  # The dense reference rule.
+  x, k, b = _data(seed=6)
+  where = jnp.array([True, True, True, False, True, True])
+  ids = jnp.asarray(IDS)
+  t, lse = streaming_top_k.linear_average_k_threshold(x, k, b, ids, k_avg, chunk_size=cs,
+                                                      where=where)
+  z = x @ k + b
+  _close(lse, jax.nn.logsumexp(z, -1))
+  probs = jnp.exp(z - lse[:, None])
+  observed = (_dense_y(IDS, C) > 0) & where[:, None]
+  pseudo = observed | ((probs >= t) & ~observed & where[:, None])
+  ref = two_head.average_k_pseudo_labels(z, ids, k_avg, where=where)
+  np.testing.assert_array_equal(pseudo, ref)
+  assert np.isfinite(t) == (k_avg > 1), t  # 10 labels observed in the 5 active rows.

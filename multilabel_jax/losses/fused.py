@@ -42,8 +42,9 @@ Objectives built on these:
   recomputes each chunk's probabilities and merges a running top-(k*B) of the flattened
   ``[B, chunk]`` probabilities (``streaming_top_k.merge_top_k``), whose k*B-th value is
   the threshold. A third pass (or the backward recomputation) then uses the threshold
-  as a per-class target mask. Memory is ``O(k B)`` for the running top values. This
-  two-pass threshold is not implemented here yet; ``streaming_top_k`` provides the merge.
+  as a per-class target mask. Memory is ``O(k B)`` for the running top values. The
+  threshold is ``streaming_top_k.linear_average_k_threshold``; a fused two-head loss
+  built on it (its third pass) is not implemented yet.
 
 Reference: Liger-Kernel, "Efficient Triton Kernels for LLM Training" (Hsu et al., 2024),
 fused linear cross entropy; Milakov & Gimelshein, "Online normalizer calculation for

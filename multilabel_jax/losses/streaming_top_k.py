@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from multilabel_jax import labels as labels_lib
 from multilabel_jax.losses import fused
 
 _F32 = jnp.float32
@@ -74,3 +75,59 @@ def linear_top_k(x, kernel, bias, k: int, *, chunk_size: int):
   _, _, c = fused.check_head(x, kernel, bias, None, chunk_size)
   check_k(k, c)
   return chunked_top_k(x, kernel, bias, k, chunk_size)
+
+
+def linear_average_k_threshold(x, kernel, bias, label_ids, k: float, *, chunk_size: int,
+                               where=None):
+  """The two-head loss's batch-global pseudo-label threshold, streamed over class chunks.
+
+  Same rule as ``two_head.average_k_pseudo_labels`` on ``softmax(x @ kernel + bias)``,
+  without the ``[B, C]`` probabilities: with ``n`` active rows and ``m = round(k n) -
+  #observed``, the threshold is the m-th largest softmax probability among the
+  (active row, non-observed class) pairs. Two passes: the row logsumexps (fused, 1 GEMM),
+  then each chunk's probabilities ``exp(z - lse)`` are flattened and merged into a running
+  top-``ceil(k B)`` (1 GEMM). A pair is a pseudo-label iff it is not observed, its row is
+  active and its probability is ``>= threshold`` (ties included), which the multi-label
+  head's chunked loss can evaluate per chunk from the same logits. No gradient.
+
+  Args:
+    x: float ``[B, D]``; kernel: float ``[D, C]``; bias: float ``[C]`` (the softmax head).
+    label_ids: int ``[B, L]``, -1 padded.
+    k: target average set size (> 0, may be fractional).
+    chunk_size: classes per chunk (static).
+    where: optional bool ``[B]`` active rows.
+
+  Returns:
+    ``(threshold, lse)``: float32 scalar (``inf`` when no pseudo-label is needed) and the
+    float32 ``[B]`` row logsumexps (``probs = exp(z - lse[:, None])``).
+
+  Example:
+    >>> t, lse = linear_average_k_threshold(x, kernel, bias, ids, 3.0, chunk_size=8192)
+  """
+  b, _, c = fused.check_head(x, kernel, bias, label_ids, chunk_size)
+  if not k > 0:
+    raise ValueError(f"`k` must be > 0, got {k}.")
+  where = jnp.ones((b,), bool) if where is None else labels_lib.check_where(where, b)
+  x, kernel, bias = (lax.stop_gradient(a) for a in (x, kernel, bias))
+  keep = fused.valid_ids_mask(label_ids, c) & where[:, None]
+  max_pseudo = min(int(-(-k * b // 1)), b * c)
+  lse, _ = fused.fused_stats("softmax", chunk_size, x, kernel, bias, label_ids, keep)
+  rows = jnp.broadcast_to(jnp.arange(b)[:, None], label_ids.shape)
+
+  def body(top, start, kc, bc):
+    z = fused.logits_chunk(x, kc, bc)
+    w = z.shape[1]
+    local = label_ids - start
+    inside = keep & (local >= 0) & (local < w)
+    observed = jnp.zeros((b, w), bool).at[rows, jnp.where(inside, local, w)].set(True, mode="drop")
+    cand = jnp.where(observed | ~where[:, None], -1.0, jnp.exp(z - lse[:, None]))
+    cand_top = lax.top_k(cand.reshape(-1), min(max_pseudo, b * w))[0]
+    return lax.top_k(jnp.concatenate([top, cand_top]), max_pseudo)[0]
+
+  if max_pseudo == 0:
+    return jnp.asarray(jnp.inf, _F32), lse
+  top = fused.for_each_chunk(kernel, bias, chunk_size, body,
+                             jnp.full((max_pseudo,), -1.0, _F32), refs=(x,))
+  target = jnp.round(k * jnp.sum(where)).astype(jnp.int32)
+  m = jnp.clip(target - jnp.sum(keep), 0, max_pseudo)
+  return jnp.where(m > 0, top[jnp.maximum(m - 1, 0)], jnp.inf), lse
