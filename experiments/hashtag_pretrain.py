@@ -1,0 +1,77 @@
+r"""The main job: hashtag pretraining on the hashtag_world simulator.
+
+  python -m experiments.run --config=hashtag_pretrain.py                # 20k tags, CPU, ~5 min
+  python -m experiments.run --config=hashtag_pretrain.py:loss=sigmoid   # another objective
+  python -m experiments.run --config=hashtag_pretrain.py:runlocal       # seconds-long smoke run
+  python -m experiments.run --config=hashtag_pretrain.py:full           # accelerator scale
+
+The argument is a comma-separated list of ``loss=<objective>``, ``runlocal`` and ``full``.
+Objectives: sigmoid, softmax, embedding, two_head, count_distribution, abs_kl, focal, asl,
+zlpr.
+"""
+
+from multilabel_jax import configs
+
+OBJECTIVE_OPTIONS = {
+    "embedding": {"dim": 128},
+    "asl": {"gamma_neg": 4.0, "clip": 0.05},
+}
+
+
+def parse_arg(arg):
+  out = {"loss": "softmax", "runlocal": False, "full": False}
+  for part in filter(None, (arg or "").split(",")):
+    key, _, value = part.partition("=")
+    if key in ("runlocal", "full") and not value:
+      out[key] = True
+    elif key == "loss" and value:
+      out["loss"] = value
+    else:
+      raise ValueError(f"hashtag_pretrain.py: unknown argument {part!r}; use loss=<objective>, "
+                       "runlocal or full.")
+  return out
+
+
+def get_config(arg=None):
+  args = parse_arg(arg)
+  c = configs.base_config()
+  c.data.name = "hashtag_world"
+  c.data.options = dict(num_classes=20_000, dim=128, noise=0.25, group_size=2,
+                        context_rate=2.0, observe_prob=0.7, num_validation=2000,
+                        num_test=5000, seed=0)
+  c.objective = args["loss"]
+  c.objective_options = OBJECTIVE_OPTIONS.get(args["loss"], {})
+  c.model = "mlp"
+  c.model_options = dict(widths=(512,))
+  c.batch_size = 256
+  c.total_steps = 1500
+  c.optimizer.lr = 2e-3
+  c.optimizer.warmup_steps = 100
+  c.log_every = 100
+  c.eval_every = 500
+  c.checkpoint_every = 500
+  c.eval.validation_examples = 2000
+  if args["runlocal"]:
+    c.data.options.update(num_classes=1000, num_validation=256, num_test=512)
+    c.total_steps = 30
+    c.batch_size = 64
+    c.log_every = 10
+    c.eval_every = 20
+    c.checkpoint_every = 20
+    c.optimizer.warmup_steps = 5
+    c.eval.batch_size = 128
+    c.eval.validation_examples = 256
+    c.model_options = dict(widths=(64,))
+    c.data.stats_examples = 2000
+  if args["full"]:
+    c.data.options.update(num_classes=131_072, dim=256, num_validation=10_000,
+                          num_test=20_000)
+    c.model_options = dict(widths=(1024, 1024))
+    c.batch_size = 1024
+    c.total_steps = 50_000
+    c.head.fused = "auto"
+    c.eval.validation_examples = 5000
+    c.eval.batch_size = 1024
+    c.eval_every = 5000
+    c.checkpoint_every = 5000
+  return c

@@ -1,0 +1,365 @@
+"""The shared train loop: ``train_and_evaluate(config, workdir)``.
+
+Reads top to bottom: set-up and checks, data, objective and model, mesh and sharded
+state, optimizer, checkpoint restore, the jitted train step, the loop (logging, periodic
+evaluation, checkpoints), and the final evaluation under every decoder, written to
+``report.json`` / ``report.md`` in the workdir.
+
+Resumption is exact: the batch of step s is a pure function of (seed, s), dropout keys are
+``fold_in(seed, s)``, and the checkpoint holds params, optimizer and model state and the
+step.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import flax.linen as nn
+import optax
+import orbax.checkpoint as ocp
+from clu import metric_writers, periodic_actions
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from multilabel_jax import builders, configs, evaluate, models, optim
+from multilabel_jax.data import pipeline as pipeline_lib
+from multilabel_jax.losses import count as count_lib
+from multilabel_jax.losses import fused, sharded_head
+
+
+class NonFiniteError(FloatingPointError):
+  """The loss or the gradients stopped being finite."""
+
+
+def make_mesh(config) -> jax.sharding.Mesh:
+  """A ("data", "classes") mesh over all devices."""
+  n = jax.device_count()
+  classes = config.mesh.classes
+  data_axis = config.mesh.data if config.mesh.data > 0 else n // classes
+  if data_axis * classes != n:
+    raise ValueError(f"`config.mesh` data={config.mesh.data} x classes={classes} does not "
+                     f"use the {n} devices.")
+  return jax.make_mesh((data_axis, classes), ("data", "classes"))
+
+
+def fused_loss_fn(config, objective, mesh, use_sharded: bool):
+  """``(outputs, kernel, bias, label_ids, weights) -> scalar`` weighted mean, fused head."""
+  kind = "softmax" if objective.name in ("softmax", "count_distribution") else "bce"
+  chunk = config.head.chunk_size
+  if use_sharded:
+    fn = (sharded_head.sharded_linear_softmax_xent_reduced if kind == "softmax"
+          else sharded_head.sharded_linear_sigmoid_bce_reduced)
+    fn = functools.partial(fn, mesh=mesh, batch_axis="data")
+  else:
+    fn = (fused.linear_softmax_xent_reduced if kind == "softmax"
+          else fused.linear_sigmoid_bce_reduced)
+  extra = {}
+  if objective.name == "sigmoid":
+    extra["label_smoothing"] = objective.options["label_smoothing"]
+
+  def loss(outputs, kernel, bias, label_ids, weights):
+    x = outputs["pre_logits"].astype(jnp.float32)
+    value = fn(x, kernel, bias, label_ids, chunk_size=chunk, weights=weights, **extra)
+    if objective.name == "count_distribution":
+      nll = count_lib.poisson_nll(outputs["log_count"][:, 0], count_lib.label_count(label_ids))
+      value = value + objective.options["count_weight"] * jnp.sum(weights * nll)
+    return value
+  return loss
+
+
+def train_and_evaluate(config, workdir) -> dict:
+  """Trains, checkpoints, evaluates every decoder and writes the report. Returns it."""
+  # --- Set-up and checks (all before any compute).
+  configs.validate(config)
+  if config.distributed:
+    jax.distributed.initialize()
+  workdir = pathlib.Path(workdir)
+  is_main = jax.process_index() == 0
+  if is_main:
+    configs.check_workdir(config, workdir)
+  source = builders.build_source(config)
+  info = source.info
+  builders.check_model_matches_data(config, info)
+  mesh = make_mesh(config)
+  train_data = pipeline_lib.InputPipeline(
+      source, global_batch_size=config.batch_size, seed=config.seed,
+      strict=config.data.strict, allow_empty_labels=True,
+      resample=config.data.resample or None, stats_examples=config.data.stats_examples)
+  eval_data = pipeline_lib.InputPipeline(source, global_batch_size=config.eval.batch_size,
+                                         seed=config.seed, strict=config.data.strict,
+                                         allow_empty_labels=True)
+  label_stats = train_data.label_stats
+  objective = builders.build_objective(config, source, label_stats)
+  model = builders.build_model(config, objective, source)
+  use_fused = builders.use_fused_head(config, objective)
+  skip_heads = ("logits",) if use_fused else ()
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  logging.info("workdir %s: %s on %s (%d classes), objective %s, model %s, fused head %s",
+               workdir, config.data.name, info.name, info.num_classes, objective.name,
+               config.model, use_fused)
+
+  # --- Sharded initial state: params, optimizer state, model state (batch norm).
+  data_sharding = NamedSharding(mesh, P("data"))
+  replicated = NamedSharding(mesh, P())
+
+  def to_global(batch):
+    return {k: jax.make_array_from_process_local_data(data_sharding, np.asarray(v))
+            for k, v in batch.items()}
+
+  example = train_data.train_batch(0)
+  example_inputs = {k: v[:1] for k, v in example.items()}
+  tx, schedule = optim.make_optimizer(config.optimizer, config.total_steps)
+
+  def init_state(rng):
+    variables = nn.unbox(model.init({"params": rng}, example_inputs))
+    params, model_state = models.split_variables(variables)
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "opt_state": tx.init(params), "model_state": model_state}
+
+  abstract = jax.eval_shape(init_state, jax.random.key(0))
+  state_sharding = jax.tree_util.tree_map(lambda _: replicated, abstract)
+  if config.mesh.classes > 1:
+    boxed = jax.eval_shape(lambda r: model.init({"params": r}, example_inputs),
+                           jax.random.key(0))
+    param_sharding = models.param_shardings(boxed, mesh)["params"]
+    state_sharding["params"] = param_sharding
+    state_sharding["opt_state"] = optax.tree_map_params(
+        tx, lambda _, s: s, abstract["opt_state"], param_sharding,
+        transform_non_params=lambda _: replicated)
+  init = jax.jit(init_state, out_shardings=state_sharding)
+
+  # --- Checkpoints: restore the latest if the workdir has one.
+  manager = ocp.CheckpointManager(
+      (workdir / "checkpoints").absolute(),
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=config.keep_checkpoints, save_interval_steps=config.checkpoint_every,
+          enable_async_checkpointing=config.async_checkpoints))
+  latest = manager.latest_step()
+  if latest is not None:
+    target = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
+    state = manager.restore(latest, args=ocp.args.StandardRestore(target))
+    logging.info("resumed from step %d (%s)", latest, manager.directory)
+  else:
+    state = init(jax.random.key(config.seed))
+  start_step = int(state["step"])
+
+  # --- The train step.
+  base_rng = jax.random.key(config.seed + 1)
+  fused_loss = fused_loss_fn(config, objective, mesh, config.mesh.classes > 1) if use_fused \
+      else None
+  mutable = list(state["model_state"])
+
+  def loss_fn(params, model_state, batch, rng):
+    variables = {"params": params, **model_state}
+    kwargs = dict(train=True, rngs={"dropout": rng}, skip_heads=skip_heads)
+    if mutable:
+      outputs, new_model_state = model.apply(variables, batch, mutable=mutable, **kwargs)
+    else:
+      outputs, new_model_state = model.apply(variables, batch, **kwargs), model_state
+    weights = objective.example_weights(batch["label_ids"])
+    weights = weights / jnp.maximum(jnp.sum(weights), 1.0)
+    if use_fused:
+      kernel, bias = models.head_params(params, "logits")
+      loss = fused_loss(outputs, kernel, bias, batch["label_ids"], weights)
+    else:
+      loss = jnp.sum(weights * objective.loss(outputs, batch["label_ids"]))
+    return loss, new_model_state
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def train_step(state, batch):
+    rng = jax.random.fold_in(base_rng, state["step"])
+    (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], state["model_state"], batch, rng)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
+           "model_state": model_state}
+    if config.nonfinite == "skip":  # Keep the old state, but count the step.
+      new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new,
+                                   dict(state, step=state["step"] + 1))
+    metrics = {"loss": loss, "grad_norm": grad_norm, "param_norm": optax.global_norm(params),
+               "learning_rate": schedule(state["step"]), "finite": finite}
+    return new, metrics
+
+  # --- Eval: scores (and counts) of a batch.
+  @jax.jit
+  def predict_step(state, batch):
+    variables = {"params": state["params"], **state["model_state"]}
+    outputs = model.apply(variables, batch)
+    counts = objective.counts_fn(outputs) if objective.counts_fn else None
+    return objective.scores(outputs), counts
+
+  def predict(batch):
+    # Metrics run on host-gathered arrays: simple, and identical on any mesh.
+    scores, counts = _gather(predict_step(state, to_global(batch)))
+    return scores, counts
+
+  def validation_metrics():
+    result = evaluate.evaluate(
+        predict, eval_data.eval_iter("validation"), decoders={}, num_classes=info.num_classes,
+        top_ks=config.eval.top_ks, max_examples=config.eval.validation_examples,
+        bin_edges=_bin_edges(objective))
+    return {f"val_{k}": v for k, v in result["ranking"].items()}
+
+  # --- The loop.
+  hooks = []
+  if is_main:
+    hooks.append(periodic_actions.ReportProgress(num_train_steps=config.total_steps,
+                                                 writer=writer))
+  skipped, history, train_start = 0, [], time.time()
+  logging.info("training steps %d..%d", start_step, config.total_steps)
+  batches = train_data.train_iter(start_step, config.total_steps - start_step)
+  step = start_step
+  for step, batch in zip(range(start_step + 1, config.total_steps + 1), batches):
+    state, metrics = train_step(state, to_global(batch))
+    if not bool(metrics["finite"]):
+      if config.nonfinite == "raise":
+        _save_diagnostics(workdir, step, metrics, batch)
+        raise NonFiniteError(
+            f"step {step}: non-finite {'loss' if not np.isfinite(metrics['loss']) else 'grads'}"
+            f" (loss={float(metrics['loss'])}, grad_norm={float(metrics['grad_norm'])}); "
+            f"diagnostics in {workdir / 'nonfinite.json'}. Set config.nonfinite='skip' to "
+            "skip such updates instead.")
+      skipped += 1
+    for hook in hooks:
+      hook(step)
+    if step % config.log_every == 0 or step == config.total_steps:
+      scalars = {k: float(v) for k, v in metrics.items() if k != "finite"}
+      scalars["skipped_updates"] = skipped
+      writer.write_scalars(step, scalars)
+    if config.eval_every and step % config.eval_every == 0 and step < config.total_steps:
+      with _maybe_timed(hooks, "eval"):
+        val = validation_metrics()
+      writer.write_scalars(step, val)
+      history.append({"step": step, **val})
+    manager.save(step, args=ocp.args.StandardSave(state))
+  train_seconds = time.time() - train_start
+  manager.save(step, args=ocp.args.StandardSave(state), force=True)
+  manager.wait_until_finished()
+  writer.flush()
+
+  # --- Final evaluation under every decoder, and the report.
+  report = final_evaluation(config, source, eval_data, objective, predict, label_stats)
+  val = validation_metrics()
+  history.append({"step": step, **val})
+  writer.write_scalars(step, val)
+  report.update(
+      config=json.loads(config.to_json_best_effort()),
+      data={"name": info.name, "num_classes": info.num_classes, "max_labels": info.max_labels,
+            "num_train_examples": info.num_train_examples,
+            "mean_train_labels": label_stats.mean_labels_per_example,
+            "stats": {**info.stats.as_dict()}},
+      train={"start_step": start_step, "steps": config.total_steps,
+             "seconds_this_run": train_seconds, "skipped_updates": skipped,
+             "fused_head": use_fused, "final_loss": float(metrics["loss"]) if
+             config.total_steps > start_step else None,
+             "head_bias_init": builders.prior_bias_report(objective)},
+      validation_history=history)
+  if is_main:
+    write_report(workdir, report)
+  writer.close()
+  return report
+
+
+def _gather(tree):
+  """Global arrays as numpy on every process (all-gathered across hosts)."""
+  if jax.process_count() > 1:
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def _bin_edges(objective):
+  return evaluate.cosine_bin_edges() if objective.name == "embedding" else None
+
+
+def natural_decoder_name(objective) -> str:
+  if objective.decoder == "top_k":
+    return f"top_{objective.decoder_params['k']}"
+  if objective.decoder == "nearest":
+    return f"nearest_{objective.decoder_params['k']}"
+  if objective.decoder == "threshold":
+    return "threshold_0.5"
+  return objective.decoder
+
+
+def final_evaluation(config, source, eval_data, objective, predict, label_stats) -> dict:
+  """Calibrate on validation, evaluate the test split (model, and oracle if available)."""
+  info = source.info
+  val_scores, val_labels, _ = evaluate.collect(
+      predict, eval_data.eval_iter("validation"), config.eval.validation_examples)
+  k_avg = objective.options["k"] if objective.name == "two_head" else evaluate.mean_labels(
+      val_labels)
+  calibration = evaluate.calibrate(val_scores, val_labels, k=k_avg)
+  del val_scores
+  common = dict(num_classes=info.num_classes, top_ks=config.eval.top_ks,
+                max_examples=config.eval.test_examples,
+                propensity=label_stats.propensities())
+  decoders = evaluate.make_decoders(
+      objective_name=objective.name, has_counts=objective.counts_fn is not None,
+      calibration=calibration, top_ks=config.eval.top_ks, max_set_size=config.eval.max_set_size,
+      num_classes=info.num_classes)
+  test = evaluate.evaluate(predict, eval_data.eval_iter("test"), decoders=decoders,
+                           bin_edges=_bin_edges(objective), **common)
+  report = {"objective": objective.name, "natural_decoder": natural_decoder_name(objective),
+            "calibration": {"average_k": calibration["average_k"]}, "test": test}
+  if config.eval.oracle and hasattr(source, "oracle_marginals_from_inputs"):
+    def oracle(batch):
+      return jnp.asarray(source.oracle_marginals_from_inputs(batch)), None
+    o_scores, o_labels, _ = evaluate.collect(oracle, eval_data.eval_iter("validation"),
+                                             config.eval.validation_examples)
+    o_cal = evaluate.calibrate(o_scores, o_labels, k=k_avg)
+    o_decoders = evaluate.make_decoders(
+        objective_name="oracle", has_counts=False, calibration=o_cal,
+        top_ks=config.eval.top_ks, max_set_size=config.eval.max_set_size,
+        num_classes=info.num_classes)
+    report["oracle"] = evaluate.evaluate(oracle, eval_data.eval_iter("test"),
+                                         decoders=o_decoders, **common)
+  return report
+
+
+def write_report(workdir, report) -> None:
+  """``report.json`` and a readable ``report.md``; the tables are also logged."""
+  workdir = pathlib.Path(workdir)
+  (workdir / "report.json").write_text(json.dumps(report, indent=2, default=float))
+  md = [f"# Report: {report['objective']} on {report['data']['name']}", ""]
+  md.append(evaluate.format_tables(report["test"], natural=report["natural_decoder"],
+                                   title=f"Test ({report['test']['num_examples']} examples)"))
+  if "oracle" in report:
+    md.append(evaluate.format_tables(report["oracle"], title="Oracle (Bayes-optimal scores)"))
+  cal = report["calibration"]["average_k"]
+  md += [f"Average-K threshold {cal['threshold']:.6g} for K = {cal['k']:.3f} (validation).", "",
+         f"Training: {json.dumps(report['train'])}", "",
+         f"Data: {json.dumps(report['data'])}", "", "## Config", "", "```json",
+         json.dumps(report["config"], indent=2), "```", ""]
+  text = "\n".join(md)
+  (workdir / "report.md").write_text(text)
+  print(text.split("Average-K threshold")[0])
+
+
+def _save_diagnostics(workdir, step, metrics, batch):
+  diag = {"step": step, **{k: float(v) for k, v in metrics.items()},
+          "batch_label_ids": np.asarray(batch["label_ids"]).tolist()}
+  pathlib.Path(workdir, "nonfinite.json").write_text(json.dumps(diag))
+
+
+class _maybe_timed:  # pylint: disable=invalid-name
+  """``ReportProgress.timed(name)`` when progress is reported (process 0), else nothing."""
+
+  def __init__(self, hooks, name):
+    self._ctx = hooks[0].timed(name) if hooks else None
+
+  def __enter__(self):
+    return self._ctx.__enter__() if self._ctx else None
+
+  def __exit__(self, *exc):
+    return self._ctx.__exit__(*exc) if self._ctx else False
