@@ -115,8 +115,8 @@ def sanitize_labels(label_ids, num_classes: int, max_labels: int, *, strict: boo
   """Checks and repairs a batch's ``label_ids`` ``[B, L']``.
 
   Ids outside ``[0, num_classes)`` (other than -1) are dropped, repeats within a row are
-  dropped silently, valid ids are compacted to the left and cut to ``max_labels`` columns. Rows where ``mask`` is False are ignored (and
-  returned all -1).
+  dropped silently, valid ids are compacted to the left and cut to ``max_labels`` columns.
+  Rows where ``mask`` is False are ignored (and returned all -1).
 
   Returns:
     ``(ids int32 [B, max_labels], DataStats)`` with ``out_of_range_ids``,
@@ -353,8 +353,10 @@ class InputPipeline:
 
   def eval_iter(self, split: str) -> Iterator[dict]:
     """Every example of ``split`` once; the last batch padded, see ``mask``."""
-    for b, raw in self._prefetched(0, self.num_eval_batches(split),
-                                   lambda s: self.source.read(split, self.eval_indices(split, s)[0])):
+    def read(b):
+      return self.source.read(split, self.eval_indices(split, b)[0])
+
+    for b, raw in self._prefetched(0, self.num_eval_batches(split), read):
       yield self._finish(raw, self.eval_indices(split, b)[1])
 
   def _prefetched(self, start: int, stop: int, read):
