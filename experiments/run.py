@@ -47,8 +47,14 @@ def default_workdir(config_value: str) -> str:
   return str(pathlib.Path("runs") / f"{name}{'-' + arg if arg else ''}-{stamp}")
 
 
+def _quiet_orbax(record) -> bool:
+  """Drops orbax's per-save INFO lines; its warnings and errors still show."""
+  return record.levelno >= 30 or "orbax" not in record.pathname
+
+
 def main(argv):
   del argv
+  logging.get_absl_handler().addFilter(_quiet_orbax)
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   logging.info("workdir: %s", workdir)
   print(f"workdir: {workdir}", flush=True)

@@ -34,6 +34,10 @@ from multilabel_jax.losses import count as count_lib
 from multilabel_jax.losses import fused, sharded_head
 
 
+class SimulatedCrash(RuntimeError):
+  """Raised by ``train_and_evaluate(..., crash_after_step=s)``."""
+
+
 class NonFiniteError(FloatingPointError):
   """The loss or the gradients stopped being finite."""
 
@@ -46,7 +50,8 @@ def make_mesh(config) -> jax.sharding.Mesh:
   if data_axis * classes != n:
     raise ValueError(f"`config.mesh` data={config.mesh.data} x classes={classes} does not "
                      f"use the {n} devices.")
-  return jax.make_mesh((data_axis, classes), ("data", "classes"))
+  auto = jax.sharding.AxisType.Auto  # Sharding propagation by XLA (GSPMD), as in big_vision.
+  return jax.make_mesh((data_axis, classes), ("data", "classes"), axis_types=(auto, auto))
 
 
 def fused_loss_fn(config, objective, mesh, use_sharded: bool):
@@ -74,8 +79,12 @@ def fused_loss_fn(config, objective, mesh, use_sharded: bool):
   return loss
 
 
-def train_and_evaluate(config, workdir) -> dict:
-  """Trains, checkpoints, evaluates every decoder and writes the report. Returns it."""
+def train_and_evaluate(config, workdir, *, crash_after_step=None):
+  """Trains, checkpoints, evaluates every decoder and writes the report. Returns it.
+
+  ``crash_after_step`` simulates a crash for tests: the loop raises ``SimulatedCrash``
+  after that step, with no final checkpoint (checkpoints already written are kept).
+  """
   # --- Set-up and checks (all before any compute).
   configs.validate(config)
   if config.distributed:
@@ -180,14 +189,14 @@ def train_and_evaluate(config, workdir) -> dict:
         state["params"], state["model_state"], batch, rng)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
            "model_state": model_state}
     if config.nonfinite == "skip":  # Keep the old state, but count the step.
       new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new,
                                    dict(state, step=state["step"] + 1))
-    metrics = {"loss": loss, "grad_norm": grad_norm, "param_norm": optax.global_norm(params),
+    metrics = {"loss": loss, "grad_norm": grad_norm, "param_norm": optax.tree.norm(params),
                "learning_rate": schedule(state["step"]), "finite": finite}
     return new, metrics
 
@@ -243,8 +252,12 @@ def train_and_evaluate(config, workdir) -> dict:
       writer.write_scalars(step, val)
       history.append({"step": step, **val})
     manager.save(step, args=ocp.args.StandardSave(state))
+    if crash_after_step is not None and step >= crash_after_step:
+      manager.wait_until_finished()
+      raise SimulatedCrash(f"simulated crash after step {step}")
   train_seconds = time.time() - train_start
-  manager.save(step, args=ocp.args.StandardSave(state), force=True)
+  if step not in manager.all_steps():
+    manager.save(step, args=ocp.args.StandardSave(state), force=True)
   manager.wait_until_finished()
   writer.flush()
 

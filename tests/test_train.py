@@ -1,0 +1,180 @@
+"""The shared train loop end to end on tiny settings."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from multilabel_jax import configs, losses, train
+from tests.train_util import tiny_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def final_params(workdir):
+  manager = ocp.CheckpointManager(pathlib.Path(workdir, "checkpoints").absolute())
+  restored = manager.restore(manager.latest_step())
+  return manager.latest_step(), restored["params"]
+
+
+def test_softmax_run_writes_report_and_checkpoints(tmp_path):
+  report = train.train_and_evaluate(tiny_config("softmax"), tmp_path)
+  data = json.loads((tmp_path / "report.json").read_text())
+  assert data["natural_decoder"] == "top_1"
+  decoders = set(data["test"]["decoders"])
+  assert {"top_1", "top_3", "top_5", "threshold_0.5", "average_k", "class_thresholds"} <= decoders
+  assert data["test"]["num_examples"] == 96 and "oracle" in data
+  for m in data["test"]["decoders"].values():
+    assert 0 <= m["f1_micro"] <= 1
+  assert "| decoder |" in (tmp_path / "report.md").read_text()
+  assert report["train"]["final_loss"] > 0
+  assert (tmp_path / "config.json").exists()
+  assert list(tmp_path.glob("events.out.tfevents*"))
+  step, params = final_params(tmp_path)
+  assert step == 12 and np.isfinite(params["head_logits"]["kernel"]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", sorted(set(losses.OBJECTIVES) - {"softmax"}))
+def test_every_objective_runs_end_to_end(tmp_path, loss):
+  report = train.train_and_evaluate(tiny_config(loss), tmp_path)
+  assert report["natural_decoder"] in report["test"]["decoders"]
+  assert np.isfinite(report["train"]["final_loss"])
+  if loss in ("count_distribution", "abs_kl"):
+    assert "by_count" in report["test"]["decoders"]
+  if loss == "embedding":
+    assert "nearest_1" in report["test"]["decoders"]
+
+
+def test_fused_head_matches_dense_head(tmp_path):
+  dense = tiny_config("sigmoid")
+  fused = tiny_config("sigmoid")
+  fused.head.fused = "on"
+  fused.head.chunk_size = 24  # Does not divide 64 classes.
+  r1 = train.train_and_evaluate(dense, tmp_path / "dense")
+  r2 = train.train_and_evaluate(fused, tmp_path / "fused")
+  assert r2["train"]["fused_head"] and not r1["train"]["fused_head"]
+  np.testing.assert_allclose(r2["train"]["final_loss"], r1["train"]["final_loss"], rtol=1e-4)
+  _, p1 = final_params(tmp_path / "dense")
+  _, p2 = final_params(tmp_path / "fused")
+  np.testing.assert_allclose(p2["head_logits"]["kernel"], p1["head_logits"]["kernel"],
+                             rtol=1e-3, atol=1e-5)
+
+
+def test_resume_after_crash_gives_identical_params(tmp_path):
+  config = tiny_config("two_head")
+  train.train_and_evaluate(config, tmp_path / "straight")
+  with pytest.raises(train.SimulatedCrash):
+    train.train_and_evaluate(config, tmp_path / "crashed", crash_after_step=6)
+  assert final_params(tmp_path / "crashed")[0] == 4  # Latest checkpoint before the crash.
+  report = train.train_and_evaluate(config, tmp_path / "crashed")
+  assert report["train"]["start_step"] == 4
+  _, a = final_params(tmp_path / "straight")
+  _, b = final_params(tmp_path / "crashed")
+  jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+
+
+def test_config_errors_come_before_compute(tmp_path):
+  c = tiny_config()
+  with pytest.raises(ValueError, match="unknown config key `config.optimizer.learning_rate`"):
+    c.optimizer.unlock()
+    c.optimizer.learning_rate = 1.0
+    configs.validate(c)
+  c = tiny_config()
+  c.model = "bow"
+  with pytest.raises(ValueError, match="model 'bow' reads the input 'token_ids'"):
+    train.train_and_evaluate(c, tmp_path / "a")
+  c = tiny_config("focal")
+  c.objective_options = dict(gama=1.0)
+  with pytest.raises(ValueError, match=r"does not take option\(s\) \['gama'\]"):
+    train.train_and_evaluate(c, tmp_path / "b")
+  c = tiny_config("zlpr")
+  c.head.fused = "on"
+  with pytest.raises(ValueError, match="has no fused head"):
+    configs.validate(c)
+  c = tiny_config()
+  c.total_steps = 0
+  with pytest.raises(ValueError, match="`config.total_steps` must be >= 1"):
+    configs.validate(c)
+  c = tiny_config()
+  c.data.options.update(num_clases=3)
+  with pytest.raises(ValueError, match=r"does not take option\(s\) \['num_clases'\]"):
+    train.train_and_evaluate(c, tmp_path / "c")
+
+
+def test_workdir_with_another_config_is_refused(tmp_path):
+  configs.check_workdir(tiny_config(), tmp_path)
+  other = tiny_config()
+  other.optimizer.lr = 0.5
+  with pytest.raises(ValueError, match="holds another run's config.*optimizer.lr"):
+    configs.check_workdir(other, tmp_path)
+  other.allow_config_change = True
+  configs.check_workdir(other, tmp_path)  # Explicitly allowed.
+
+
+def _run_in_subprocess(code, devices):
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=600, cwd=REPO)
+  assert out.returncode == 0, out.stderr[-4000:]
+  return out.stdout
+
+
+SHARDED_RUN = """
+import json, sys, numpy as np, jax
+from multilabel_jax import train
+from tests.train_util import tiny_config
+c = tiny_config("softmax")
+c.mesh.data, c.mesh.classes = {data}, {classes}
+c.head.fused = "{fused}"
+r = train.train_and_evaluate(c, sys.argv[0] if False else "{workdir}")
+from tests.test_train import final_params
+_, p = final_params("{workdir}")
+k = np.asarray(p["head_logits"]["kernel"])
+print(json.dumps({{"loss": r["train"]["final_loss"], "kernel": k.tolist(),
+                  "p1": r["test"]["ranking"]["precision_at_1"]}}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fused", ["off", "on"])
+def test_sharded_run_matches_single_device(tmp_path, fused):
+  single = json.loads(_run_in_subprocess(SHARDED_RUN.format(
+      data=1, classes=1, fused=fused, workdir=tmp_path / "one"), 1).splitlines()[-1])
+  sharded = json.loads(_run_in_subprocess(SHARDED_RUN.format(
+      data=4, classes=2, fused=fused, workdir=tmp_path / "eight"), 8).splitlines()[-1])
+  np.testing.assert_allclose(sharded["loss"], single["loss"], rtol=1e-4)
+  np.testing.assert_allclose(sharded["kernel"], single["kernel"], rtol=1e-3, atol=1e-5)
+  assert sharded["p1"] == pytest.approx(single["p1"], abs=0.02)
+
+
+@pytest.mark.slow
+def test_cli_bare_name_path_arg_and_overrides(tmp_path):
+  cmd = [sys.executable, "-m", "experiments.run", "--config=hashtag_pretrain.py:runlocal",
+         "--config.total_steps=3", "--config.eval.validation_examples=64",
+         f"--workdir={tmp_path / 'w'}"]
+  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f"workdir: {tmp_path / 'w'}" in out.stdout
+  assert json.loads((tmp_path / "w" / "config.json").read_text())["total_steps"] == 3
+  bad = subprocess.run(cmd[:3] + ["--config.no_such_key=1"], cwd=REPO, capture_output=True,
+                       text=True, timeout=600)
+  assert bad.returncode != 0 and "no_such_key" in bad.stderr
+
+
+def test_config_path_resolution():
+  from experiments import run
+  assert run.resolve_config_path("hashtag_pretrain.py:runlocal") == str(
+      REPO / "experiments" / "hashtag_pretrain.py") + ":runlocal"
+  path = str(REPO / "experiments" / "hashtag_pretrain.py")
+  assert run.resolve_config_path(path) == path
+  assert run.default_workdir("hashtag_pretrain.py:loss=sigmoid").startswith(
+      "runs/hashtag_pretrain-loss-sigmoid-")

@@ -1,0 +1,21 @@
+"""Tiny configs for train-loop tests."""
+
+from experiments import hashtag_pretrain
+
+
+def tiny_config(loss="softmax", **data_options):
+  c = hashtag_pretrain.get_config(f"loss={loss},runlocal")
+  c.data.options.update(num_classes=64, dim=16, num_validation=64, num_test=96, **data_options)
+  c.total_steps = 12
+  c.batch_size = 16
+  c.eval.batch_size = 32
+  c.eval.validation_examples = 64
+  c.checkpoint_every = 4
+  c.eval_every = 0
+  c.log_every = 4
+  c.model_options = dict(widths=(16,))
+  c.data.stats_examples = 256
+  c.async_checkpoints = False
+  if loss == "embedding":
+    c.objective_options = dict(dim=8)
+  return c
