@@ -77,7 +77,8 @@ MAX_DENSE_CLASSES = 100_000
 def _dct_basis(size: int, dim: int) -> np.ndarray:
   """``[size * size * 3, dim]`` orthonormal low-frequency 2-D DCT-II atoms, one channel each."""
   if dim > 3 * size * size:
-    raise ValueError(f"`dim`={dim} exceeds the {3 * size * size} pixels of a {size}x{size}x3 image.")
+    raise ValueError(f"`dim`={dim} exceeds the {3 * size * size} pixels of a "
+                     f"{size}x{size}x3 image.")
   x = np.arange(size)
   freqs = sorted(((p, q) for p in range(size) for q in range(size)), key=lambda f: (sum(f), f))
   atoms = []
@@ -159,6 +160,8 @@ class HashtagWorld:
     self._group_order = np.lexsort((np.arange(g), topic))
     counts = np.bincount(topic, minlength=k)
     self._topic_group_start = np.concatenate([[0], np.cumsum(counts)])
+    self._group_rank = np.argsort(self._group_order)              # Inverse permutation.
+    self._class_pos = self._group_rank[self.group_of_class]       # Class -> its group's rank.
     slot = np.empty(g, np.int32)
     slot[self._group_order] = np.arange(g) - self._topic_group_start[topic[self._group_order]]
     self.slot_of_group = slot
@@ -264,10 +267,10 @@ class HashtagWorld:
     idx, sid = self._check(split, indices)
     class_ids = np.asarray(class_ids)
     x = self._latent_vector(sid, idx, self._latent(sid, idx))
-    pg, pt = self._posteriors(x)
+    pg, pt = self._posteriors(x, by_topic=True)
     safe = np.maximum(class_ids, 0)
     rows = np.arange(len(idx))[:, None]
-    m = self._combine(pt[rows, self.topic_of_class[safe]], pg[rows, self.group_of_class[safe]], safe)
+    m = self._combine(pt[rows, self.topic_of_class[safe]], pg[rows, self._class_pos[safe]], safe)
     m = np.where(class_ids >= 0, m, 0.0)
     return (m * (self.observe_prob if observed else 1.0)).astype(np.float32)
 
@@ -329,19 +332,29 @@ class HashtagWorld:
     order = np.argsort(ids < 0, axis=1, kind="stable")             # Compact to the left.
     return np.take_along_axis(ids, order, axis=1).reshape(b, n + 1)
 
-  def _posteriors(self, x):
-    """``P(g | x)`` float64 ``[B, G]`` and ``P(t | x)`` ``[B, K]``."""
+  def _posteriors(self, x, by_topic: bool = False):
+    """``P(g | x)`` float64 ``[B, G]`` and ``P(t | x)`` ``[B, K]``; with ``by_topic`` the
+    groups are in ``_group_order`` (index them with ``_class_pos``), saving a gather.
+
+    The likelihood factorises over (topic, slot): ``P(g | x) propto W_g A_t(g) S_j(g)``, so the
+    exponentials are taken over K + M values, not G.
+    """
     x1, x2 = x[:, :self._d1], x[:, self._d1:]
     u, v, var = self.topic_codes, self.slot_codes, self.noise**2
     a = (x1 @ u.T - 0.5 * np.sum(u * u, 1)) / var
     b = (x2 @ v.T - 0.5 * np.sum(v * v, 1)) / var
-    with np.errstate(divide="ignore"):
-      logits = np.log(self.group_weights) + a[:, self.topic_of_group] + b[:, self.slot_of_group]
-    logits -= logits.max(axis=1, keepdims=True)
-    pg = np.exp(logits)
-    pg /= pg.sum(axis=1, keepdims=True)
-    pt = np.add.reduceat(pg[:, self._group_order], self._topic_group_start[:-1], axis=1)
-    return pg, pt
+    # Every topic has (nearly) every slot, so the best group is within ~log(W) of
+    # max(a) + max(b): no underflow of the groups that matter.
+    ea = np.exp(a - a.max(axis=1, keepdims=True))
+    eb = np.exp(b - b.max(axis=1, keepdims=True))
+    order = self._group_order                                       # Groups by topic.
+    pg = self.group_weights[order] * ea[:, self.topic_of_group[order]]
+    pg *= eb[:, self.slot_of_group[order]]
+    pt = np.add.reduceat(pg, self._topic_group_start[:-1], axis=1)
+    z = pt.sum(axis=1, keepdims=True)
+    pt /= z
+    pg /= z
+    return (pg if by_topic else pg[:, self._group_rank]), pt
 
   def _combine(self, pt_c, pg_c, c):
     e = self._no_context[c]
@@ -358,8 +371,8 @@ class HashtagWorld:
     chunk = max(1, (1 << 22) // c)
     dense, ids, probs = [], [], []
     for s in range(0, len(x), chunk):
-      pg, pt = self._posteriors(x[s:s + chunk])
-      m = self._combine(pt[:, self.topic_of_class], pg[:, self.group_of_class], np.arange(c))
+      pg, pt = self._posteriors(x[s:s + chunk], by_topic=True)
+      m = self._combine(pt[:, self.topic_of_class], pg[:, self._class_pos], np.arange(c))
       m *= scale
       if top_k is None:
         dense.append(m.astype(np.float32))
