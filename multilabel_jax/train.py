@@ -95,6 +95,7 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
     configs.check_workdir(config, workdir)
   source = builders.build_source(config)
   info = source.info
+  load_stats = info.stats.as_dict()  # What loading skipped; pipelines add their reads later.
   builders.check_model_matches_data(config, info)
   mesh = make_mesh(config)
   train_data = pipeline_lib.InputPipeline(
@@ -271,7 +272,8 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
       data={"name": info.name, "num_classes": info.num_classes, "max_labels": info.max_labels,
             "num_train_examples": info.num_train_examples,
             "mean_train_labels": label_stats.mean_labels_per_example,
-            "stats": {**info.stats.as_dict()}},
+            "stats": {"load": load_stats, "train_batches": train_data.stats.as_dict(),
+                      "eval_batches": eval_data.stats.as_dict()}},
       train={"start_step": start_step, "steps": config.total_steps,
              "seconds_this_run": train_seconds, "skipped_updates": skipped,
              "fused_head": use_fused, "final_loss": float(metrics["loss"]) if

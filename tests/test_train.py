@@ -178,3 +178,19 @@ def test_config_path_resolution():
   assert run.resolve_config_path(path) == path
   assert run.default_workdir("hashtag_pretrain.py:loss=sigmoid").startswith(
       "runs/hashtag_pretrain-loss-sigmoid-")
+
+
+def test_tfds_image_path_with_mock_data(tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  c = tiny_config()
+  c.data.name = "tfds"
+  c.data.options = dict(dataset="celeb_a", image_size=(16, 16), max_labels=12)
+  c.model = "resnet18"
+  c.model_options = dict(width=4, stem="cifar")
+  c.eval.oracle = False
+  c.total_steps = 4
+  with tfds.testing.mock_data(num_examples=48):
+    report = train.train_and_evaluate(c, tmp_path)
+  assert report["data"]["num_classes"] == 40
+  assert report["test"]["num_examples"] == 48
+  assert np.isfinite(report["train"]["final_loss"])
