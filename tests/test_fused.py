@@ -278,7 +278,7 @@ def test_property_matches_float64(b, c, cs, n_ids, seed, ls):
 
 
 @pytest.mark.slow
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @_PROPERTY
 def test_property_matches_float64_many(b, c, cs, n_ids, seed, ls):
   _check_property(b, c, cs, n_ids, seed, ls)
