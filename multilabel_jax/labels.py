@@ -76,6 +76,9 @@ def check_labels(labels, *, num_classes: Optional[int] = None,
     ValueError: wrong rank, batch, class dimension or dtype; for concrete arrays also
       negative dense weights and out-of-range ids.
   """
+  # Values are checked on the host copy of a concrete input (never on a traced value, even
+  # when a concrete array is captured inside jit).
+  values = None if isinstance(labels, jax.core.Tracer) else np.asarray(labels)
   labels = jnp.asarray(labels)
   check_rank(labels, 2, name)
   if batch_size is not None and labels.shape[0] != batch_size:
@@ -83,8 +86,8 @@ def check_labels(labels, *, num_classes: Optional[int] = None,
                      f"but the scores/logits have batch size {batch_size}.")
   dtype = labels.dtype
   if is_ids(labels):
-    if _is_concrete(labels) and labels.size:
-      lo, hi = int(labels.min()), int(labels.max())
+    if values is not None and values.size:
+      lo, hi = int(values.min()), int(values.max())
       if lo < PAD_ID:
         raise ValueError(f"`{name}` (ids) contains {lo}; ids must be >= 0, or -1 for padding.")
       if num_classes is not None and hi >= num_classes:
@@ -93,7 +96,7 @@ def check_labels(labels, *, num_classes: Optional[int] = None,
     if num_classes is not None and labels.shape[1] != num_classes:
       raise ValueError(f"`{name}` (dense) has {labels.shape[1]} classes (shape {labels.shape}) "
                        f"but {num_classes} are expected.")
-    if _is_concrete(labels) and dtype != jnp.bool_ and labels.size and bool(jnp.any(labels < 0)):
+    if values is not None and dtype != jnp.bool_ and values.size and bool((values < 0).any()):
       raise ValueError(f"`{name}` (dense) contains negative weights; "
                        "dense labels must be multi-hot or non-negative.")
   else:

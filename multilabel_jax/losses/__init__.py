@@ -9,6 +9,14 @@ from multilabel_jax.losses._common import masked_mean
 from multilabel_jax.losses.count import abs_kl, count_distribution, count_scores, expected_count
 from multilabel_jax.losses.decoders import (DecodedSets, by_count, calibrate_average_k,
                                             calibrate_class_thresholds, threshold, top_k)
+from multilabel_jax.losses.fused import (linear_sigmoid_bce, linear_sigmoid_bce_reduced,
+                                         linear_softmax_xent, linear_softmax_xent_reduced)
+from multilabel_jax.losses.sharded_head import (sharded_linear_sigmoid_bce,
+                                                sharded_linear_sigmoid_bce_reduced,
+                                                sharded_linear_softmax_xent,
+                                                sharded_linear_softmax_xent_reduced,
+                                                sharded_linear_top_k)
+from multilabel_jax.losses.streaming_top_k import linear_average_k_threshold, linear_top_k
 from multilabel_jax.losses.embedding import (embedding_scores, label_embedding_cosine,
                                              pmi_label_embeddings, pmi_matrix)
 from multilabel_jax.losses.objectives import (OBJECTIVES, HeadOutput, Objective,

@@ -72,7 +72,11 @@ def _offset(kernel, axis_name):
 def _to_specs(args, specs, mesh):
   # Lays the inputs out as shard_map expects (a no-op when they already are, e.g. a kernel
   # kept sharded P(None, axis_name) by the train state).
-  return tuple(jax.reshard(a, NamedSharding(mesh, s)) for a, s in zip(args, specs))
+  # Explicit mesh axes need jax.reshard; Auto axes (GSPMD, the train loop's mesh) take a
+  # sharding constraint.
+  explicit = all(t == jax.sharding.AxisType.Explicit for t in mesh.axis_types)
+  move = jax.reshard if explicit else jax.lax.with_sharding_constraint
+  return tuple(move(a, NamedSharding(mesh, s)) for a, s in zip(args, specs))
 
 
 def _shard_map(fn, mesh, axis_name, batch_axis, num_row_args, num_out, check_vma=True):
