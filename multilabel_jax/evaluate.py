@@ -64,11 +64,13 @@ def mean_labels(label_ids: np.ndarray) -> float:
   return float(np.mean([len(set(r[r >= 0].tolist())) for r in ids])) if len(ids) else 0.0
 
 
-def calibrate(val_scores, val_labels, *, k: float) -> dict:
-  """Thresholds from validation: average-K (global) and per-class F1."""
+def calibrate(val_scores, val_labels, *, k: float, min_positives: int = 5) -> dict:
+  """Thresholds from validation: average-K (global) and per-class F1 (classes with fewer
+  than ``min_positives`` validation positives use the micro-F1-optimal global threshold)."""
   return {
       "average_k": {"k": k, "threshold": decoders_lib.calibrate_average_k(val_scores, k)},
-      "class_thresholds": decoders_lib.calibrate_class_thresholds(val_scores, val_labels),
+      "class_thresholds": decoders_lib.calibrate_class_thresholds(
+          val_scores, val_labels, min_positives=min_positives),
   }
 
 

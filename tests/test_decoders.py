@@ -121,6 +121,8 @@ def test_calibrate_class_thresholds_reach_best_f1():
   ids, _ = labels_lib.dense_to_ids(y, 7)
   np.testing.assert_array_equal(decoders.calibrate_class_thresholds(s, ids), t)
   assert decoders.calibrate_class_thresholds(s, y, fallback="never")[6] == np.inf
+  few = decoders.calibrate_class_thresholds(s, y, min_positives=int(y[:, 0].sum()) + 1)
+  assert few[0] == t[6]  # Class 0 now has too few positives: the global fallback.
 
 
 def test_decoder_bad_input():

@@ -194,3 +194,27 @@ def test_tfds_image_path_with_mock_data(tmp_path):
   assert report["data"]["num_classes"] == 40
   assert report["test"]["num_examples"] == 48
   assert np.isfinite(report["train"]["final_loss"])
+
+
+def _exploding(config):
+  config.optimizer.name = "sgd"
+  config.optimizer.lr = 1e30  # A real fault: parameters overflow to inf within a few steps.
+  config.optimizer.warmup_steps = 0
+  config.optimizer.clip_norm = 0.0
+  return config
+
+
+def test_nonfinite_update_stops_with_step_and_diagnostics(tmp_path):
+  with pytest.raises(train.NonFiniteError, match=r"step \d+: non-finite"):
+    train.train_and_evaluate(_exploding(tiny_config("sigmoid")), tmp_path)
+  diag = json.loads((tmp_path / "nonfinite.json").read_text())
+  assert diag["step"] >= 1 and "loss" in diag
+
+
+def test_nonfinite_updates_can_be_skipped_and_counted(tmp_path):
+  config = _exploding(tiny_config("sigmoid"))
+  config.nonfinite = "skip"
+  report = train.train_and_evaluate(config, tmp_path)
+  assert report["train"]["skipped_updates"] > 0
+  _, params = final_params(tmp_path)
+  assert all(np.isfinite(p).all() for p in jax.tree_util.tree_leaves(params))

@@ -205,12 +205,13 @@ def calibrate_average_k(val_scores, k: float, *, where=None,
 
 def calibrate_class_thresholds(val_scores, val_labels, metric: str = "f1", *,
                                fallback: Union[str, float] = "global",
-                               class_chunk: int = 1024) -> np.ndarray:
+                               min_positives: int = 1, class_chunk: int = 1024) -> np.ndarray:
   """Per-class thresholds maximising each class's F1 on validation.
 
   For each class the cut is searched over its distinct validation scores (ties are never
   split) and the threshold is the midpoint between the last score kept and the next one.
-  Classes with no validation positive get ``fallback``: ``"global"`` (the threshold that
+  Classes with fewer than ``min_positives`` validation positives (a per-class optimum on
+  one or two positives overfits) get ``fallback``: ``"global"`` (the threshold that
   maximises micro-F1 over all pooled scores), ``"never"`` (+inf), or a number.
 
   Args:
@@ -218,6 +219,7 @@ def calibrate_class_thresholds(val_scores, val_labels, metric: str = "f1", *,
     val_labels: dense ``[N, C]`` or ids ``[N, L]``.
     metric: only ``"f1"``.
     fallback: see above.
+    min_positives: validation positives a class needs for its own threshold (>= 1).
     class_chunk: classes processed at a time (bounds memory at ``N * class_chunk``).
 
   Returns:
@@ -237,7 +239,9 @@ def calibrate_class_thresholds(val_scores, val_labels, metric: str = "f1", *,
   for lo in range(0, c, class_chunk):
     s, t = scores[:, lo:lo + class_chunk], y[:, lo:lo + class_chunk]
     out[lo:lo + class_chunk] = _best_f1_cut(s, t)
-  missing = ~y.any(axis=0)
+  if min_positives < 1:
+    raise ValueError(f"`min_positives` must be >= 1, got {min_positives}.")
+  missing = y.sum(axis=0) < min_positives
   if missing.any():
     if fallback == "global":
       value = _best_f1_cut(scores.reshape(-1, 1), y.reshape(-1, 1))[0]
