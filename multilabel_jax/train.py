@@ -96,6 +96,8 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
   source = builders.build_source(config)
   info = source.info
   load_stats = info.stats.as_dict()  # What loading skipped; pipelines add their reads later.
+  if is_main and hasattr(source, "save_vocab"):  # Text vocabulary and label map.
+    source.save_vocab(workdir / "vocab")
   builders.check_model_matches_data(config, info)
   mesh = make_mesh(config)
   train_data = pipeline_lib.InputPipeline(

@@ -156,6 +156,18 @@ def test_sharded_run_matches_single_device(tmp_path, fused):
 
 
 @pytest.mark.slow
+def test_debtags_runlocal_trains_text_model_and_saves_vocab(tmp_path):
+  from experiments import debtags  # pylint: disable=g-import-not-at-top
+  c = debtags.get_config("runlocal")
+  c.total_steps = 5
+  report = train.train_and_evaluate(c, tmp_path)
+  assert report["data"]["num_classes"] == 594
+  assert (tmp_path / "vocab" / "label_map.json").exists()
+  assert report["test"]["num_examples"] == 256
+  assert report["data"]["stats"]["load"]["unknown_labels"] == 4  # Tags seen only outside train.
+
+
+@pytest.mark.slow
 def test_cli_bare_name_path_arg_and_overrides(tmp_path):
   cmd = [sys.executable, "-m", "experiments.run", "--config=hashtag_pretrain.py:runlocal",
          "--config.total_steps=3", "--config.eval.validation_examples=64",
