@@ -168,3 +168,108 @@ def format_tables(result: dict, *, natural: Optional[str] = None, title: str = "
                                                 for c in SET_COLUMNS)
                  + f" | {m['num_truncated']} |")
   return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------- The top-r path (100k-1M classes)
+#
+# When the head is fused, scores ``[B, C]`` are never built: a streaming top-k
+# (``losses.linear_top_k``) gives each row's r best (score, class) pairs. Every @k metric
+# with k <= r is exact from them, and so are the decoders that only keep top-ranked labels
+# (top-k, thresholds, average-K, by-count) as long as a set fits in r slots. For thresholds,
+# ``num_truncated`` counts *rows* whose r-th score still passes (their sets may be longer);
+# for by-count it counts the labels beyond r. Per-class thresholds and mAP need
+# every score and are not computed on this path.
+
+
+def top_ranking_terms(top_ids, label_ids, ks, inv_propensity) -> dict:
+  """Per-example sums ``{metric: [B] float64}`` of P@k, R@k, nDCG@k and the PSP@k terms."""
+  top_ids, label_ids = np.asarray(top_ids), np.asarray(label_ids)
+  valid = (label_ids >= 0) & _first_occurrence(label_ids)
+  hits = ((top_ids[:, :, None] == label_ids[:, None, :]) & valid[:, None, :]).any(-1)
+  n_pos = valid.sum(1)
+  disc = 1.0 / np.log2(np.arange(2, top_ids.shape[1] + 2))
+  ideal = np.concatenate([[0.0], np.cumsum(disc)])
+  gains = np.where(valid, inv_propensity[np.maximum(label_ids, 0)], 0.0)
+  best = -np.sort(-gains, axis=1)
+  out = {}
+  for k in ks:
+    h = hits[:, :k]
+    out[f"precision_at_{k}"] = h.sum(1) / k
+    out[f"recall_at_{k}"] = np.where(n_pos > 0, h.sum(1) / np.maximum(n_pos, 1), 0.0)
+    idcg = ideal[np.minimum(n_pos, k)]
+    out[f"ndcg_at_{k}"] = np.where(n_pos > 0, (h * disc[:k]).sum(1) / np.where(
+        idcg > 0, idcg, 1.0), 0.0)
+    out[f"psp_num_{k}"] = np.where(h, inv_propensity[top_ids[:, :k]], 0.0).sum(1) / k
+    out[f"psp_den_{k}"] = best[:, :k].sum(1) / k
+  return out
+
+
+def _first_occurrence(ids):
+  """``[B, L]`` True at the first occurrence of each id in its row."""
+  eq = ids[:, :, None] == ids[:, None, :]
+  earlier = np.tril(np.ones((ids.shape[1],) * 2, bool), -1)
+  return ~(eq & earlier[None]).any(-1)
+
+
+def top_decoders(*, threshold_t=None, average_k_t=None, top_ks=(), has_counts=False):
+  """Decoder name -> ``(values [B, r], ids [B, r], counts) -> (ids [B, r] -1 padded,
+  truncated [B])`` on top-r candidates."""
+  def keep_first(n):
+    return lambda v, i, c: (np.where(np.arange(i.shape[1]) < n, i, -1), np.zeros(len(i), int))
+
+  def keep_above(t):
+    def fn(v, i, c):
+      keep = v >= t
+      return np.where(keep, i, -1), keep[:, -1].astype(int)  # Last slot passes: may have more.
+    return fn
+
+  out = {f"top_{k}": keep_first(k) for k in top_ks}
+  if threshold_t is not None:
+    out["threshold_0.5"] = keep_above(threshold_t)
+  if average_k_t is not None:
+    out["average_k"] = keep_above(average_k_t)
+  if has_counts:
+    def by_count(v, i, c):
+      n = np.clip(np.round(c), 0, None).astype(int)
+      return (np.where(np.arange(i.shape[1])[None] < np.minimum(n, i.shape[1])[:, None], i, -1),
+              np.maximum(n - i.shape[1], 0))
+    out["by_count"] = by_count
+  return out
+
+
+def evaluate_top(predict_top, batches, *, decoders, num_classes: int, top_ks, propensity,
+                 max_examples: int = 0) -> dict:
+  """:func:`evaluate` from per-row top-r candidates: ``predict_top(batch) -> (values [B, r],
+  ids [B, r], counts [B] or None)``. Same result layout; no mAP, no per-class thresholds."""
+  inv_p = 1.0 / np.asarray(propensity, np.float64)
+  Sets = streaming_metrics.make_collection((), num_classes=num_classes, sets=True)
+  sets_update = jax.jit(lambda p, y, m: Sets.single_from_model_output(
+      predictions=p, labels=y, mask=m))
+  sums, per_decoder, truncated, n = {}, {name: None for name in decoders}, {}, 0
+  for batch in iterate(batches, max_examples):
+    mask = np.asarray(batch["mask"])
+    labels = np.asarray(batch["label_ids"])
+    values, ids, counts = (None if a is None else np.asarray(a) for a in predict_top(batch))
+    r = ids.shape[1]
+    terms = top_ranking_terms(ids, labels, [k for k in top_ks if k <= r], inv_p)
+    for key, v in terms.items():
+      sums[key] = sums.get(key, 0.0) + float(v[mask].sum())
+    n += int(mask.sum())
+    for name, decode in decoders.items():
+      preds, trunc = decode(values, ids, counts)
+      truncated[name] = truncated.get(name, 0) + int(np.asarray(trunc)[mask].sum())
+      update = sets_update(jnp.asarray(preds), jnp.asarray(labels), jnp.asarray(mask))
+      per_decoder[name] = update if per_decoder[name] is None else per_decoder[name].merge(update)
+  if not n:
+    raise ValueError("evaluation saw no example: is the split empty?")
+  ranking = {}
+  for key, total in sums.items():
+    if key.startswith("psp_num_"):
+      k = key.rsplit("_", 1)[1]
+      den = sums[f"psp_den_{k}"]
+      ranking[f"psp_at_{k}"] = total / den if den > 0 else 0.0
+    elif not key.startswith("psp_den_"):
+      ranking[key] = total / n
+  return {"num_examples": n, "ranking": ranking, "decoders": {
+      name: dict(_floats(m.compute()), num_truncated=truncated[name])
+      for name, m in per_decoder.items()}}

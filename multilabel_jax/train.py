@@ -31,7 +31,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from multilabel_jax import builders, configs, evaluate, models, optim
 from multilabel_jax.data import pipeline as pipeline_lib
 from multilabel_jax.losses import count as count_lib
-from multilabel_jax.losses import fused, sharded_head
+from multilabel_jax.losses import decoders as decoders_lib
+from multilabel_jax.losses import fused, sharded_head, streaming_top_k
 
 
 class SimulatedCrash(RuntimeError):
@@ -216,11 +217,48 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
     scores, counts = _gather(predict_step(state, to_global(batch)))
     return scores, counts
 
+  top_r = min(config.eval.max_set_size, info.num_classes)
+
+  @jax.jit
+  def predict_top_step(state, batch):
+    """Per-row top-r (scores, ids, counts) from the fused head: no [B, C] array."""
+    variables = {"params": state["params"], **state["model_state"]}
+    outputs = model.apply(variables, batch, skip_heads=("logits",))
+    kernel, bias = models.head_params(state["params"], "logits")
+    x = outputs["pre_logits"].astype(jnp.float32)
+    chunk = config.head.chunk_size
+    if config.mesh.classes > 1:
+      logits, ids = sharded_head.sharded_linear_top_k(x, kernel, bias, top_r, mesh=mesh,
+                                                      chunk_size=chunk, batch_axis="data")
+      xent = functools.partial(sharded_head.sharded_linear_softmax_xent, mesh=mesh,
+                               batch_axis="data")
+    else:
+      logits, ids = streaming_top_k.linear_top_k(x, kernel, bias, top_r, chunk_size=chunk)
+      xent = fused.linear_softmax_xent
+    if objective.name == "sigmoid":
+      return jax.nn.sigmoid(logits), ids, None
+    # The row logsumexp, from the loss against the top-1 class: lse = xent + z_top1.
+    lse = xent(x, kernel, bias, ids[:, :1], chunk_size=chunk) + logits[:, 0]
+    probs = jnp.exp(logits - lse[:, None])
+    if objective.counts_fn is None:
+      return probs, ids, None
+    z = objective.counts_fn(outputs)
+    return probs * z[:, None], ids, z
+
+  def predict_top(batch):
+    return _gather(predict_top_step(state, to_global(batch)))
+
   def validation_metrics():
-    result = evaluate.evaluate(
-        predict, eval_data.eval_iter("validation"), decoders={}, num_classes=info.num_classes,
-        top_ks=config.eval.top_ks, max_examples=config.eval.validation_examples,
-        bin_edges=_bin_edges(objective))
+    if use_fused:
+      result = evaluate.evaluate_top(
+          predict_top, eval_data.eval_iter("validation"), decoders={},
+          num_classes=info.num_classes, top_ks=config.eval.top_ks,
+          propensity=label_stats.propensities(), max_examples=config.eval.validation_examples)
+    else:
+      result = evaluate.evaluate(
+          predict, eval_data.eval_iter("validation"), decoders={},
+          num_classes=info.num_classes, top_ks=config.eval.top_ks,
+          max_examples=config.eval.validation_examples, bin_edges=_bin_edges(objective))
     return {f"val_{k}": v for k, v in result["ranking"].items()}
 
   # --- The loop.
@@ -265,7 +303,8 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
   writer.flush()
 
   # --- Final evaluation under every decoder, and the report.
-  report = final_evaluation(config, source, eval_data, objective, predict, label_stats)
+  report = final_evaluation(config, source, eval_data, objective,
+                            predict_top if use_fused else predict, label_stats, top=use_fused)
   val = validation_metrics()
   history.append({"step": step, **val})
   writer.write_scalars(step, val)
@@ -309,38 +348,68 @@ def natural_decoder_name(objective) -> str:
   return objective.decoder
 
 
-def final_evaluation(config, source, eval_data, objective, predict, label_stats) -> dict:
-  """Calibrate on validation, evaluate the test split (model, and oracle if available)."""
+def final_evaluation(config, source, eval_data, objective, predict, label_stats, *,
+                     top: bool = False) -> dict:
+  """Calibrate on validation, evaluate the test split (model, and oracle if available).
+
+  ``top``: ``predict`` returns per-row top-r ``(values, ids, counts)`` (fused heads, 100k-1M
+  classes) instead of ``(scores [B, C], counts)``.
+  """
   info = source.info
-  val_scores, val_labels, _ = evaluate.collect(
-      predict, eval_data.eval_iter("validation"), config.eval.validation_examples)
-  k_avg = objective.options["k"] if objective.name == "two_head" else evaluate.mean_labels(
-      val_labels)
-  calibration = evaluate.calibrate(val_scores, val_labels, k=k_avg)
-  del val_scores
   common = dict(num_classes=info.num_classes, top_ks=config.eval.top_ks,
                 max_examples=config.eval.test_examples,
                 propensity=label_stats.propensities())
-  decoders = evaluate.make_decoders(
-      objective_name=objective.name, has_counts=objective.counts_fn is not None,
-      calibration=calibration, top_ks=config.eval.top_ks, max_set_size=config.eval.max_set_size,
-      num_classes=info.num_classes)
-  test = evaluate.evaluate(predict, eval_data.eval_iter("test"), decoders=decoders,
-                           bin_edges=_bin_edges(objective), **common)
-  report = {"objective": objective.name, "natural_decoder": natural_decoder_name(objective),
-            "calibration": {"average_k": calibration["average_k"]}, "test": test}
-  if config.eval.oracle and hasattr(source, "oracle_marginals_from_inputs"):
-    def oracle(batch):
-      return jnp.asarray(source.oracle_marginals_from_inputs(batch)), None
-    o_scores, o_labels, _ = evaluate.collect(oracle, eval_data.eval_iter("validation"),
-                                             config.eval.validation_examples)
-    o_cal = evaluate.calibrate(o_scores, o_labels, k=k_avg)
-    o_decoders = evaluate.make_decoders(
-        objective_name="oracle", has_counts=False, calibration=o_cal,
+
+  def k_average(val_labels):
+    return objective.options["k"] if objective.name == "two_head" else evaluate.mean_labels(
+        val_labels)
+
+  def run(predictor, name, has_counts, bin_edges, top):
+    val_iter = eval_data.eval_iter("validation")
+    if top:
+      # collect() keeps the first two outputs of each batch: here values and ids.
+      values, val_labels, _ = evaluate.collect(lambda b: predictor(b)[:2], val_iter,
+                                               config.eval.validation_examples)
+      k_avg = k_average(val_labels)
+      try:
+        t_avg = decoders_lib.calibrate_average_k(values, k_avg, num_classes=info.num_classes)
+      except ValueError as e:  # Sets longer than r: say so rather than report a wrong number.
+        logging.warning("average-K not evaluated: %s", e)
+        t_avg = None
+      decoders = evaluate.top_decoders(
+          threshold_t=None if name == "embedding" else 0.5, average_k_t=t_avg,
+          top_ks=[k for k in config.eval.top_ks if k <= values.shape[1]], has_counts=has_counts)
+      result = evaluate.evaluate_top(predictor, eval_data.eval_iter("test"), decoders=decoders,
+                                     **common)
+      return {"k": k_avg, "threshold": t_avg}, result
+    val_scores, val_labels, _ = evaluate.collect(predictor, val_iter,
+                                                 config.eval.validation_examples)
+    k_avg = k_average(val_labels)
+    calibration = evaluate.calibrate(val_scores, val_labels, k=k_avg)
+    del val_scores
+    decoders = evaluate.make_decoders(
+        objective_name=name, has_counts=has_counts, calibration=calibration,
         top_ks=config.eval.top_ks, max_set_size=config.eval.max_set_size,
         num_classes=info.num_classes)
-    report["oracle"] = evaluate.evaluate(oracle, eval_data.eval_iter("test"),
-                                         decoders=o_decoders, **common)
+    result = evaluate.evaluate(predictor, eval_data.eval_iter("test"), decoders=decoders,
+                               bin_edges=bin_edges, **common)
+    return calibration["average_k"], result
+
+  average_k, test = run(predict, objective.name, objective.counts_fn is not None,
+                        _bin_edges(objective), top)
+  report = {"objective": objective.name, "natural_decoder": natural_decoder_name(objective),
+            "evaluation_path": "top_r" if top else "dense",
+            "calibration": {"average_k": average_k}, "test": test}
+  if config.eval.oracle and hasattr(source, "oracle_marginals_from_inputs"):
+    r = min(config.eval.max_set_size, info.num_classes)
+
+    def oracle(batch):
+      if not top:
+        return source.oracle_marginals_from_inputs(batch), None
+      ids, probs = source.oracle_marginals_from_inputs(batch, top_k=r)
+      return probs, ids, None
+
+    report["oracle"] = run(oracle, "oracle", False, None, top)[1]
   return report
 
 
@@ -354,7 +423,8 @@ def write_report(workdir, report) -> None:
   if "oracle" in report:
     md.append(evaluate.format_tables(report["oracle"], title="Oracle (Bayes-optimal scores)"))
   cal = report["calibration"]["average_k"]
-  md += [f"Average-K threshold {cal['threshold']:.6g} for K = {cal['k']:.3f} (validation).", "",
+  md += [f"Average-K threshold {cal['threshold']} for K = {cal['k']:.3f} (validation); "
+         f"evaluation path: {report['evaluation_path']}.", "",
          f"Training: {json.dumps(report['train'])}", "",
          f"Data: {json.dumps(report['data'])}", "", "## Config", "", "```json",
          json.dumps(report["config"], indent=2), "```", ""]

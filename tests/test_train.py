@@ -60,11 +60,29 @@ def test_fused_head_matches_dense_head(tmp_path):
   r1 = train.train_and_evaluate(dense, tmp_path / "dense")
   r2 = train.train_and_evaluate(fused, tmp_path / "fused")
   assert r2["train"]["fused_head"] and not r1["train"]["fused_head"]
+  assert (r1["evaluation_path"], r2["evaluation_path"]) == ("dense", "top_r")
+  for key in ("precision_at_1", "ndcg_at_5", "psp_at_3"):  # Same model up to rounding.
+    assert r2["test"]["ranking"][key] == pytest.approx(r1["test"]["ranking"][key], abs=0.03)
+  assert r2["oracle"]["ranking"]["precision_at_5"] == pytest.approx(
+      r1["oracle"]["ranking"]["precision_at_5"], rel=1e-6)
+  assert {"top_1", "threshold_0.5", "average_k"} <= set(r2["test"]["decoders"])
   np.testing.assert_allclose(r2["train"]["final_loss"], r1["train"]["final_loss"], rtol=1e-4)
   _, p1 = final_params(tmp_path / "dense")
   _, p2 = final_params(tmp_path / "fused")
   np.testing.assert_allclose(p2["head_logits"]["kernel"], p1["head_logits"]["kernel"],
                              rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["softmax", "count_distribution"])
+def test_fused_objectives_evaluate_on_the_top_r_path(tmp_path, loss):
+  c = tiny_config(loss)
+  c.head.fused = "on"
+  c.head.chunk_size = 24
+  report = train.train_and_evaluate(c, tmp_path)
+  assert report["evaluation_path"] == "top_r"
+  assert report["natural_decoder"] in report["test"]["decoders"]
+  assert 0 < report["test"]["ranking"]["precision_at_1"] <= 1
 
 
 def test_resume_after_crash_gives_identical_params(tmp_path):
