@@ -4,15 +4,19 @@ r"""Runs one experiment: ``python -m experiments.run --config=hashtag_pretrain.p
 argument after a colon (``hashtag_pretrain.py:runlocal``, ``debtags.py:loss=sigmoid``).
 Fields are overridden with ``--config.optimizer.lr=3e-4``. ``--workdir`` defaults to a new
 folder under ``runs/``; a workdir that has checkpoints is resumed.
+
+On SIGTERM (preemption) the run saves a checkpoint at the next step boundary and exits with
+code 75 (``checkpointing.PREEMPTED_EXIT_CODE``); the same command resumes it.
 """
 
 import datetime
 import pathlib
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from multilabel_jax import train
+from multilabel_jax import checkpointing, train
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parent
 
@@ -58,11 +62,15 @@ def main(argv):
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   logging.info("workdir: %s", workdir)
   print(f"workdir: {workdir}", flush=True)
-  train.train_and_evaluate(_CONFIG.value, workdir)
+  try:
+    train.train_and_evaluate(_CONFIG.value, workdir)
+  except checkpointing.Preempted as e:
+    logging.warning("%s", e)
+    print(e, flush=True)
+    sys.exit(checkpointing.PREEMPTED_EXIT_CODE)
 
 
 def run():
-  import sys  # pylint: disable=g-import-not-at-top
   app.run(main, argv=_patched_argv(sys.argv))
 
 

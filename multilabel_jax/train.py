@@ -28,7 +28,7 @@ from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from multilabel_jax import builders, configs, evaluate, models, optim
+from multilabel_jax import builders, checkpointing, configs, evaluate, models, optim
 from multilabel_jax.data import pipeline as pipeline_lib
 from multilabel_jax.losses import count as count_lib
 from multilabel_jax.losses import decoders as decoders_lib
@@ -134,7 +134,8 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
     variables = nn.unbox(model.init({"params": rng}, example_inputs))
     params, model_state = models.split_variables(variables)
     return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": tx.init(params), "model_state": model_state}
+            "opt_state": tx.init(params), "model_state": model_state,
+            "skipped_updates": jnp.zeros((), jnp.int32)}
 
   abstract = jax.eval_shape(init_state, jax.random.key(0))
   state_sharding = jax.tree_util.tree_map(lambda _: replicated, abstract)
@@ -148,20 +149,15 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
         transform_non_params=lambda _: replicated)
   init = jax.jit(init_state, out_shardings=state_sharding)
 
-  # --- Checkpoints: restore the latest if the workdir has one.
-  manager = ocp.CheckpointManager(
-      (workdir / "checkpoints").absolute(),
-      options=ocp.CheckpointManagerOptions(
-          max_to_keep=config.keep_checkpoints, save_interval_steps=config.checkpoint_every,
-          enable_async_checkpointing=config.async_checkpoints))
-  latest = manager.latest_step()
-  if latest is not None:
-    target = jax.tree_util.tree_map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
-    state = manager.restore(latest, args=ocp.args.StandardRestore(target))
-    logging.info("resumed from step %d (%s)", latest, manager.directory)
-  else:
+  # --- Checkpoints: restore the newest readable one if the workdir has any.
+  manager = checkpointing.make_manager(config, workdir)
+  target = jax.tree_util.tree_map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
+  state, restored_step = checkpointing.restore_latest(manager, target)
+  if state is None:
     state = init(jax.random.key(config.seed))
+  else:
+    logging.info("resumed from step %d (%s)", restored_step, manager.directory)
   start_step = int(state["step"])
 
   # --- The train step.
@@ -195,13 +191,15 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
     params = optax.apply_updates(state["params"], updates)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
-           "model_state": model_state}
-    if config.nonfinite == "skip":  # Keep the old state, but count the step.
+    new = dict(state, step=state["step"] + 1, params=params, opt_state=opt_state,
+               model_state=model_state)
+    if config.nonfinite == "skip":  # Keep the old state, but count the step and the skip.
       new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new,
                                    dict(state, step=state["step"] + 1))
+      new["skipped_updates"] = state["skipped_updates"] + (~finite).astype(jnp.int32)
     metrics = {"loss": loss, "grad_norm": grad_norm, "param_norm": optax.tree.norm(params),
-               "learning_rate": schedule(state["step"]), "finite": finite}
+               "learning_rate": schedule(state["step"]), "finite": finite,
+               "skipped_updates": new["skipped_updates"]}
     return new, metrics
 
   # --- Eval: scores (and counts) of a batch.
@@ -266,41 +264,51 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
   if is_main:
     hooks.append(periodic_actions.ReportProgress(num_train_steps=config.total_steps,
                                                  writer=writer))
-  skipped, history, train_start = 0, [], time.time()
+  history = _load_history(workdir, start_step)  # Validation metrics of earlier runs.
+  train_start = time.time()
   logging.info("training steps %d..%d", start_step, config.total_steps)
   batches = train_data.train_iter(start_step, config.total_steps - start_step)
   step = start_step
-  for step, batch in zip(range(start_step + 1, config.total_steps + 1), batches):
-    state, metrics = train_step(state, to_global(batch))
-    if not bool(metrics["finite"]):
-      if config.nonfinite == "raise":
+
+  def save_and_flush(step, state):
+    if step not in manager.all_steps():
+      manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    manager.wait_until_finished()
+    writer.flush()
+
+  with checkpointing.PreemptionWatcher(config.distributed) as preemption:
+    for step, batch in zip(range(start_step + 1, config.total_steps + 1), batches):
+      state, metrics = train_step(state, to_global(batch))
+      if not bool(metrics["finite"]) and config.nonfinite == "raise":
         _save_diagnostics(workdir, step, metrics, batch)
         raise NonFiniteError(
             f"step {step}: non-finite {'loss' if not np.isfinite(metrics['loss']) else 'grads'}"
             f" (loss={float(metrics['loss'])}, grad_norm={float(metrics['grad_norm'])}); "
             f"diagnostics in {workdir / 'nonfinite.json'}. Set config.nonfinite='skip' to "
             "skip such updates instead.")
-      skipped += 1
-    for hook in hooks:
-      hook(step)
-    if step % config.log_every == 0 or step == config.total_steps:
-      scalars = {k: float(v) for k, v in metrics.items() if k != "finite"}
-      scalars["skipped_updates"] = skipped
-      writer.write_scalars(step, scalars)
-    if config.eval_every and step % config.eval_every == 0 and step < config.total_steps:
-      with _maybe_timed(hooks, "eval"):
-        val = validation_metrics()
-      writer.write_scalars(step, val)
-      history.append({"step": step, **val})
-    manager.save(step, args=ocp.args.StandardSave(state))
-    if crash_after_step is not None and step >= crash_after_step:
-      manager.wait_until_finished()
-      raise SimulatedCrash(f"simulated crash after step {step}")
-  train_seconds = time.time() - train_start
-  if step not in manager.all_steps():
-    manager.save(step, args=ocp.args.StandardSave(state), force=True)
-  manager.wait_until_finished()
-  writer.flush()
+      for hook in hooks:
+        hook(step)
+      if step % config.log_every == 0 or step == config.total_steps:
+        writer.write_scalars(step, {k: float(v) for k, v in metrics.items() if k != "finite"})
+      if config.eval_every and step % config.eval_every == 0 and step < config.total_steps:
+        with _maybe_timed(hooks, "eval"):
+          val = validation_metrics()
+        writer.write_scalars(step, val)
+        history.append({"step": step, **val})
+        if is_main:
+          _save_history(workdir, history)
+      manager.save(step, args=ocp.args.StandardSave(state))
+      if preemption.requested(step):
+        save_and_flush(step, state)
+        raise checkpointing.Preempted(step, manager.directory)
+      if crash_after_step is not None and step >= crash_after_step:
+        manager.wait_until_finished()
+        raise SimulatedCrash(f"simulated crash after step {step}")
+    train_seconds = time.time() - train_start
+    save_and_flush(step, state)
+    if preemption.requested(step):  # SIGTERM after the last step: evaluate on the rerun.
+      raise checkpointing.Preempted(step, manager.directory)
+  skipped = int(state["skipped_updates"])
 
   # --- Final evaluation under every decoder, and the report.
   report = final_evaluation(config, source, eval_data, objective,
@@ -431,6 +439,24 @@ def write_report(workdir, report) -> None:
   text = "\n".join(md)
   (workdir / "report.md").write_text(text)
   print(text.split("Average-K threshold")[0])
+
+
+def _history_path(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / "validation_history.json"
+
+
+def _load_history(workdir, start_step: int) -> list:
+  """Validation metrics written by earlier runs of this workdir, up to ``start_step``."""
+  path = _history_path(workdir)
+  if not start_step or not path.exists():
+    return []
+  return [h for h in json.loads(path.read_text()) if h["step"] <= start_step]
+
+
+def _save_history(workdir, history) -> None:
+  tmp = _history_path(workdir).with_suffix(".tmp")
+  tmp.write_text(json.dumps(history, default=float))
+  tmp.replace(_history_path(workdir))  # Atomic: a kill never leaves half a file.
 
 
 def _save_diagnostics(workdir, step, metrics, batch):

@@ -1,0 +1,138 @@
+"""Checkpoints that survive kills, preemption and damaged files.
+
+* :func:`make_manager`: an orbax ``CheckpointManager`` on ``workdir/checkpoints``. Orbax
+  writes each step into a ``<step>.orbax-checkpoint-tmp-*`` folder and renames it when the
+  write is complete, so a half-written checkpoint is never listed as a step (and its
+  leftovers are removed at the next start).
+* :func:`restore_latest`: restores the newest *readable* step. A truncated or corrupted
+  newer step is moved aside to ``workdir/checkpoints_unreadable/`` with a warning naming
+  both steps; if checkpoints exist but none can be read, it raises
+  :class:`CheckpointError` instead of starting from scratch.
+* :class:`PreemptionWatcher`: turns SIGTERM (the preemption notice of clusters and pods)
+  into a request that the train loop honours at the next step boundary: save, flush,
+  raise :class:`Preempted`. ``experiments.run`` exits with :data:`PREEMPTED_EXIT_CODE`.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import shutil
+import signal
+import threading
+import time
+
+import jax
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+# EX_TEMPFAIL from sysexits.h: "temporary failure, try again". Schedulers can requeue on it.
+PREEMPTED_EXIT_CODE = 75
+
+
+class CheckpointError(RuntimeError):
+  """Checkpoints exist but none of them can be restored."""
+
+
+class Preempted(Exception):
+  """SIGTERM was received; a checkpoint of ``step`` was written. Rerun to resume."""
+
+  def __init__(self, step: int, directory):
+    super().__init__(f"preempted (SIGTERM): saved a checkpoint at step {step} in {directory}; "
+                     "run the same command again to resume.")
+    self.step = step
+
+
+def make_manager(config, workdir) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      (pathlib.Path(workdir) / "checkpoints").absolute(),
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=config.keep_checkpoints, save_interval_steps=config.checkpoint_every,
+          enable_async_checkpointing=config.async_checkpoints,
+          cleanup_tmp_directories=True))
+
+
+def restore_latest(manager: ocp.CheckpointManager, target):
+  """``(state, step)`` of the newest readable checkpoint, or ``(None, None)`` if none exist.
+
+  Args:
+    manager: the run's checkpoint manager.
+    target: the abstract state (``ShapeDtypeStruct`` leaves with shardings).
+
+  Raises:
+    CheckpointError: checkpoints exist and every one fails to restore (the message lists
+      each step and its error). Unreadable steps are then left where they are.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)
+  failures = []
+  for step in steps:
+    try:
+      state = manager.restore(step, args=ocp.args.StandardRestore(target))
+    except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many kinds)
+      failures.append((step, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"))
+      continue
+    if failures:
+      moved = _move_aside(manager, [s for s, _ in failures])
+      logging.warning(
+          "checkpoint step %d in %s is unreadable (%s); resumed from the previous good "
+          "checkpoint, step %d. Unreadable steps moved to %s.", failures[0][0],
+          manager.directory, failures[0][1], step, moved)
+    return state, step
+  if failures:
+    listing = "; ".join(f"step {s}: {err}" for s, err in failures)
+    raise CheckpointError(
+        f"no usable checkpoint in {manager.directory}: all {len(failures)} failed to restore "
+        f"({listing}). Not starting from scratch: move the folder away to start over, or "
+        "fix the files.")
+  return None, None
+
+
+def _move_aside(manager: ocp.CheckpointManager, steps) -> pathlib.Path:
+  """Moves unreadable step folders out of the manager's directory (kept for inspection)."""
+  root = pathlib.Path(manager.directory)
+  dest = root.parent / "checkpoints_unreadable"
+  if jax.process_index() == 0:
+    dest.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for step in steps:
+      shutil.move(str(root / str(step)), str(dest / f"{step}-{stamp}"))
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("checkpoints_moved_aside")
+  manager.reload()
+  return dest
+
+
+class PreemptionWatcher:
+  """Context manager: has SIGTERM been received (on any process) by this step?
+
+  Single process: a SIGTERM handler sets a flag (and restores the previous handler, so a
+  second SIGTERM terminates at once). Multi-process (``jax.distributed``): JAX's preemption
+  sync point, so that every process stops at the same step.
+  """
+
+  def __init__(self, distributed: bool = False):
+    self._distributed = distributed
+    self._event = threading.Event()
+    self._previous = None
+
+  def _handle(self, signum, frame):
+    del frame
+    logging.warning("received signal %d: will checkpoint and stop at the next step", signum)
+    self._event.set()
+    signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
+
+  def __enter__(self):
+    if not self._distributed and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
+    return False
+
+  def requested(self, step: int) -> bool:
+    if self._distributed:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._event.is_set()
