@@ -23,8 +23,16 @@ def model_input(model_name: str) -> str:
   return _MODEL_INPUTS.get(model_name, "image")
 
 
+# Sources that read files, and can raise on a bad line instead of counting it.
+_SOURCES_WITH_STRICT = ("debtags", "jsonl", "xmc")
+
+
 def build_source(config):
-  return data.get_source(config.data.name, **config.data.options.to_dict())
+  """The data source; ``config.data.strict`` also makes file loading strict."""
+  options = config.data.options.to_dict()
+  if config.data.strict and config.data.name in _SOURCES_WITH_STRICT:
+    options.setdefault("strict", True)
+  return data.get_source(config.data.name, **options)
 
 
 def check_model_matches_data(config, info) -> None:

@@ -39,7 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.name = "hashtag_world"
   c.data.options = ml_collections.ConfigDict()
-  c.data.strict = False
+  c.data.strict = False          # Raise on bad lines/labels (loading and batches), not count.
   c.data.resample = ""           # "", "mean" or "max": inverse-sqrt frequency resampling.
   c.data.stats_examples = 20_000  # Examples counted for label statistics of a stream.
 

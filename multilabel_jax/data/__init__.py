@@ -37,7 +37,7 @@ def _check_options(name, fn, options):
                      f"it accepts {accepted}.")
 
 
-def get_source(name: str, **options) -> Source:
+def get_source(name: str, /, **options) -> Source:
   """Builds the data source ``name`` with its options (e.g. from ``config.data.options``)."""
   if name == "hashtag_world":
     from multilabel_jax.data import hashtag_world  # pylint: disable=g-import-not-at-top
