@@ -42,7 +42,7 @@ def straight_run(tmp_path_factory):
   return workdir
 
 
-@pytest.mark.parametrize("how", ["truncate", "garbage"])
+@pytest.mark.parametrize("how", ["truncate", pytest.param("garbage", marks=pytest.mark.slow)])
 def test_damaged_latest_checkpoint_falls_back_to_previous(straight_run, tmp_path, how, caplog):
   workdir = tmp_path / "run"
   shutil.copytree(straight_run, workdir)
@@ -89,6 +89,7 @@ def test_half_written_checkpoint_is_never_latest(straight_run, tmp_path):
   _assert_same_params(straight_run, workdir)
 
 
+@pytest.mark.slow
 def test_skipped_update_count_survives_a_resume(tmp_path):
   config = tiny_config("sigmoid")
   config.nonfinite = "skip"
@@ -102,6 +103,7 @@ def test_skipped_update_count_survives_a_resume(tmp_path):
   assert resumed["train"]["skipped_updates"] == straight["train"]["skipped_updates"]
 
 
+@pytest.mark.slow
 def test_validation_history_survives_a_resume(tmp_path):
   config = tiny_config("softmax")
   config.eval_every = 4
