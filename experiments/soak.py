@@ -2,11 +2,12 @@ r"""Soak test: train with random kills and preemptions, check the result equals 
 
   python -m experiments.soak --minutes=20 --out=runs/soak     # not part of CI
 
-Runs ``experiments.run`` twice on the same config: once undisturbed, and once under
-repeated interruptions (``SIGKILL`` at a random moment, or ``SIGTERM``, the preemption
-notice) followed each time by the same command, until the run finishes. It then checks
-that the final parameters are bit-identical and the test reports equal, prints a JSON
-summary and writes it to ``<out>/soak.json``. The tests use :func:`run_with_interruptions`
+Runs ``experiments.run`` once undisturbed, then, in rounds until ``--minutes`` are spent,
+the same config under repeated interruptions (``SIGKILL`` at a random moment, or
+``SIGTERM``, the preemption notice), each followed by the same command until the run
+finishes. Each round must end with final parameters bit-identical to the clean run and an
+equal test report. It prints a JSON line per round and writes the summary to
+``<out>/soak.json``; the exit code is 0 only if every round matched. The tests use :func:`run_with_interruptions`
 on a tiny config.
 """
 
@@ -16,6 +17,7 @@ import json
 import os
 import pathlib
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,6 +81,7 @@ def run_with_interruptions(config, workdir, *, total_steps: int, overrides=(), s
       time.sleep(0.02)
     if proc.poll() is not None:  # Finished (or failed) before the interruption.
       break
+    time.sleep(rng.uniform(0.0, 0.5))  # Anywhere in the steps after that checkpoint.
     latest = finished_steps(workdir)[-1]
     if latest >= total_steps:  # Training is over; let the final evaluation finish.
       break
@@ -100,7 +103,7 @@ def final_params(workdir):
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   manager = ocp.CheckpointManager(pathlib.Path(workdir, "checkpoints").absolute())
   step = manager.latest_step()
-  return step, manager.restore(step)["params"]
+  return step, manager.restore(step, args=ocp.args.StandardRestore())["params"]
 
 
 def compare_runs(clean, soaked) -> dict:
@@ -134,16 +137,29 @@ def main(argv):
                "--config.eval_every=0"]
   t0 = time.time()
   run_clean(args.config, out / "clean", overrides)
-  clean_seconds = time.time() - t0
-  summary = run_with_interruptions(
-      args.config, out / "soaked", total_steps=args.total_steps, overrides=overrides,
-      seed=args.seed, timeout=args.minutes * 60 - clean_seconds)
-  summary.update(compare_runs(out / "clean", out / "soaked"), config=args.config,
-                 overrides=overrides, clean_seconds=round(clean_seconds, 1),
-                 total_seconds=round(time.time() - t0, 1))
+  summary = {"config": args.config, "overrides": overrides,
+             "clean_seconds": round(time.time() - t0, 1), "rounds": []}
+  # Rounds of interrupted runs (fresh workdir, new seed) while time is left for one more.
+  while time.time() - t0 + 1.5 * summary["clean_seconds"] < args.minutes * 60:
+    r = len(summary["rounds"])
+    workdir = out / f"soaked_{r}"
+    result = run_with_interruptions(
+        args.config, workdir, total_steps=args.total_steps, overrides=overrides,
+        seed=args.seed + r, timeout=max(60.0, args.minutes * 60 - (time.time() - t0)))
+    result.update(compare_runs(out / "clean", workdir))
+    summary["rounds"].append(result)
+    print(json.dumps({"round": r, **result}), flush=True)
+    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)  # Keep disk use flat.
+  rounds = summary["rounds"]
+  summary.update(
+      total_seconds=round(time.time() - t0, 1),
+      interruptions={sig: sum(e["signal"] == sig for r in rounds for e in r["interruptions"])
+                     for sig in ("SIGKILL", "SIGTERM")},
+      all_bit_identical=bool(rounds) and all(
+          r["params_bit_identical"] and r["test_reports_equal"] for r in rounds))
   (out / "soak.json").write_text(json.dumps(summary, indent=2))
   print(json.dumps(summary, indent=2))
-  return 0 if summary["params_bit_identical"] and summary["test_reports_equal"] else 1
+  return 0 if summary["all_bit_identical"] else 1
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ evaluation, checkpoints), and the final evaluation under every decoder, written 
 ``report.json`` / ``report.md`` in the workdir.
 
 Resumption is exact: the batch of step s is a pure function of (seed, s), dropout keys are
-``fold_in(seed, s)``, and the checkpoint holds params, optimizer and model state and the
-step.
+``fold_in(seed, s)``, and the checkpoint holds params, optimizer and model state, the step
+and the count of skipped non-finite updates. The newest *readable* checkpoint is restored,
+SIGTERM checkpoints and stops at the next step (:mod:`multilabel_jax.checkpointing`;
+``docs/RELIABILITY.md``).
 """
 
 from __future__ import annotations
