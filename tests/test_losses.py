@@ -419,3 +419,14 @@ def test_other_bad_inputs():
     losses.pmi_label_embeddings(np.array([[0]]), 3, 4)
   with pytest.raises(ValueError, match="`label_smoothing`"):
     losses.sigmoid_bce(np.zeros((1, 2)), np.array([[0]]), label_smoothing=1.0)
+
+
+def test_asymmetric_logs_are_exact_not_clamped():
+  # Documented: no eps clamp inside the logs (unlike the reference implementation), so a
+  # confidently wrong negative costs ~|logit| and keeps its gradient; ASL(0, 0, 0) == BCE.
+  z = jnp.array([[1e4, -1e4, 30.0]], jnp.float32)
+  ids = np.array([[1]], np.int32)
+  asl = lambda s: losses.asymmetric(s, ids, gamma_pos=0, gamma_neg=0, clip=0)
+  np.testing.assert_allclose(asl(z), losses.sigmoid_bce(z, ids), rtol=1e-6)
+  np.testing.assert_allclose(asl(z), [2e4 + 30.0], rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(lambda s: asl(s).sum())(z), [[1.0, -1.0, 1.0]], atol=1e-6)

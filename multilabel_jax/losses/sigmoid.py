@@ -85,15 +85,22 @@ def asymmetric(logits, labels, *, gamma_pos: float = 0.0, gamma_neg: float = 4.0
 
   Positives: ``-(1 - p)^gamma_pos log(p)``. Negatives use the shifted probability
   ``p_m = max(p - clip, 0)``: ``-p_m^gamma_neg log(1 - p_m)``, so easy negatives
-  (p < clip) are discarded entirely. ``log(1 - p_m)`` is clamped at ``log(eps)`` as in the
-  reference implementation. Gradients flow through the focusing weights.
+  (p < clip) are discarded entirely. Gradients flow through the focusing weights.
+
+  Numerics: both logs are computed in log-sigmoid form, exactly and without clamping, so a
+  confidently wrong class (logit +-1e4) costs about ``|logit|`` and keeps its gradient. The
+  reference implementation instead clamps each probability at ``eps`` inside the log, which
+  caps a class's loss at ``-log(eps)`` (18.4) and zeroes its gradient beyond ``|z| > 18.4``.
+  Here ``eps`` floors ``1 - p_m`` only when ``clip > 0``, where ``1 - p_m >= clip``, so it
+  has an effect only if ``eps > clip``. With ``gamma_pos = gamma_neg = clip = 0`` the loss
+  equals :func:`sigmoid_bce` for every logit.
 
   Args:
     logits: float ``[B, C]``.
     labels: dense ``[B, C]`` or ids ``[B, L]``.
     gamma_pos, gamma_neg: focusing parameters >= 0 (paper defaults 0 and 4).
     clip: probability margin in [0, 1) (paper default 0.05).
-    eps: clamp inside the negative log.
+    eps: floor of ``1 - p_m`` inside the negative log when ``clip > 0``.
     where: optional bool ``[B]``.
 
   Returns:
