@@ -137,3 +137,24 @@ def test_decoder_bad_input():
     decoders.by_count(s, np.zeros(3))
   with pytest.raises(ValueError, match="`metric` must be 'f1'"):
     decoders.calibrate_class_thresholds(s, s, metric="map")
+
+
+def test_threshold_compares_bfloat16_scores_with_the_float32_threshold():
+  # Regression: t was rounded to the scores' dtype, so a float32 t between two adjacent
+  # bfloat16 values admitted the lower one (0.5 < t = 0.50195).
+  s = jnp.array([[0.5, 0.50390625, 1.0]], jnp.bfloat16)
+  t = np.float32(0.501953125)
+  want = np.array([[False, True, True]])
+  np.testing.assert_array_equal(decoders.threshold(s, t, dense=True), want)
+  np.testing.assert_array_equal(decoders.threshold(s, np.full(3, t), dense=True), want)
+  assert sets_as_python(decoders.threshold(s, t)) == [{1, 2}]
+
+
+def test_threshold_at_infinity_keeps_equal_scores():
+  # Regression: the margin inf - inf is NaN, so scores == t = +-inf were dropped although
+  # the rule is scores >= t (t = -inf is what calibrate_average_k returns for k = C).
+  s = np.array([[np.inf, 1.0, -np.inf]], np.float32)
+  for t, want in ((np.inf, [{0}]), (-np.inf, [{0, 1, 2}])):
+    assert sets_as_python(decoders.threshold(s, t)) == want
+    assert set(np.flatnonzero(np.asarray(decoders.threshold(s, t, dense=True))[0])) == want[0]
+

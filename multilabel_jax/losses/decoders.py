@@ -100,6 +100,9 @@ def threshold(scores, t, *, max_labels: Optional[int] = None,
               dense: bool = False) -> Union[DecodedSets, jax.Array]:
   """All classes with ``scores >= t``; ``t`` is a scalar or per-class ``[C]``.
 
+  The comparison is exact in at least float32 (bfloat16 scores are compared with the
+  float32 value of ``t``, not with ``t`` rounded to bfloat16).
+
   Args:
     scores: float ``[B, C]``.
     t: scalar, or ``[C]`` per-class thresholds (e.g. from
@@ -109,14 +112,18 @@ def threshold(scores, t, *, max_labels: Optional[int] = None,
     dense: return bool ``[B, C]``.
   """
   scores = _check_scores(scores)
-  t = jnp.asarray(t, scores.dtype)
+  t = jnp.asarray(t)
   if t.ndim not in (0, 1) or (t.ndim == 1 and t.shape[0] != scores.shape[-1]):
     raise ValueError(f"`t` must be a scalar or have shape ({scores.shape[-1]},), got {t.shape}.")
-  margin = scores - t
-  qualifies = margin >= 0
+  # Compare in at least float32: rounding a float32 t to bfloat16 scores would admit
+  # scores just below it.
+  dtype = jnp.promote_types(scores.dtype, jnp.float32)
+  scores, t = scores.astype(dtype), t.astype(dtype)
+  qualifies = scores >= t
   if dense:
     return qualifies
   count = jnp.sum(qualifies, axis=-1)
+  margin = jnp.where(scores == t, 0, scores - t)  # Equal infinities: 0, not NaN.
   sets = _select(jnp.where(qualifies, margin, -jnp.inf), count, max_labels)
   kept = jnp.sum(sets.mask, axis=-1)
   return sets._replace(num_truncated=(count - kept).astype(jnp.int32))
