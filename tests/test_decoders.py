@@ -158,3 +158,16 @@ def test_threshold_at_infinity_keeps_equal_scores():
     assert sets_as_python(decoders.threshold(s, t)) == want
     assert set(np.flatnonzero(np.asarray(decoders.threshold(s, t, dense=True))[0])) == want[0]
 
+
+def test_calibration_accepts_bfloat16_scores():
+  # Regression: numpy does not count bfloat16 as floating, so both calibrations raised
+  # "`val_scores` must be floating, got bfloat16".
+  s = jnp.asarray(RNG.normal(size=(20, 6)), jnp.bfloat16)
+  t = decoders.calibrate_average_k(s, 2.0)
+  assert int(np.asarray(decoders.threshold(s, t, dense=True)).sum()) == 40
+  y = RNG.uniform(size=(20, 6)) < 0.3
+  t_class = decoders.calibrate_class_thresholds(s, y)
+  s32 = np.asarray(s, np.float32)  # The same values: the same cuts (midpoints may differ).
+  np.testing.assert_array_equal(
+      decoders.threshold(s, t_class, dense=True),
+      decoders.threshold(s32, decoders.calibrate_class_thresholds(s32, y), dense=True))

@@ -153,6 +153,11 @@ def by_count(scores, counts, *, max_labels: Optional[int] = None,
   return sets._replace(num_truncated=(wanted - jnp.sum(sets.mask, axis=-1)).astype(jnp.int32))
 
 
+def _is_float(x: np.ndarray) -> bool:
+  """Floating dtype, bfloat16 included (numpy's own issubdtype does not know it)."""
+  return jnp.issubdtype(x.dtype, jnp.floating)
+
+
 def _midpoint_between(upper, lower, dtype):
   """A threshold t with ``lower < t <= upper`` in ``dtype``."""
   upper, lower = dtype.type(upper), dtype.type(lower)
@@ -166,7 +171,9 @@ def calibrate_average_k(val_scores, k: float, *, where=None,
 
   With the n (unmasked) rows' scores pooled and sorted in decreasing order, the threshold
   is the midpoint between positions ``m-1`` and ``m`` (0-based), ``m = round(n * k)``, so
-  ``threshold(val_scores, t)`` selects exactly m labels when there are no ties there.
+  ``threshold(val_scores, t)`` selects exactly m labels when there are no ties there. If
+  the scores at ``m-1`` and ``m`` are equal, t is that score and the whole tie group is
+  selected (more than m labels): ties are never split.
 
   At large C, pass each row's top-r scores ``[N, r]`` (e.g. from a streaming top-k) together
   with ``num_classes=C``: the result is exact when no row has more than r labels above
@@ -184,7 +191,7 @@ def calibrate_average_k(val_scores, k: float, *, where=None,
   scores = np.asarray(val_scores)
   if scores.ndim != 2:
     raise ValueError(f"`val_scores` must have rank 2, got shape {scores.shape}.")
-  if not np.issubdtype(scores.dtype, np.floating):
+  if not _is_float(scores):
     raise ValueError(f"`val_scores` must be floating, got {scores.dtype}.")
   c = scores.shape[1] if num_classes is None else num_classes
   if not 0 <= k <= c:
@@ -235,7 +242,7 @@ def calibrate_class_thresholds(val_scores, val_labels, metric: str = "f1", *,
   if metric != "f1":
     raise ValueError(f"`metric` must be 'f1', got {metric!r}.")
   scores = np.asarray(val_scores)
-  if scores.ndim != 2 or not np.issubdtype(scores.dtype, np.floating):
+  if scores.ndim != 2 or not _is_float(scores):
     raise ValueError(f"`val_scores` must be a float [N, C] array, got {scores.dtype} "
                      f"{scores.shape}.")
   n, c = scores.shape
