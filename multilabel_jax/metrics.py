@@ -271,7 +271,7 @@ def _tie_group_precision_sum(scores, relevant, valid):
       num_keys=2)
   tp = jnp.cumsum(rel, axis=1)
   new_group = (neg_s[:, 1:] != neg_s[:, :-1]) | (invalid[:, 1:] != invalid[:, :-1])
-  is_end = jnp.concatenate([new_group, jnp.ones_like(new_group[:, :1])], axis=1)
+  is_end = jnp.concatenate([new_group, jnp.ones((scores.shape[0], 1), bool)], axis=1)
   # Index of the last item of each item's tie group.
   end = jax.lax.cummin(jnp.where(is_end, jnp.arange(m), m - 1), axis=1, reverse=True)
   precision = jnp.take_along_axis(tp, end, axis=1) / (end + 1).astype(jnp.float32)

@@ -235,3 +235,17 @@ def test_docstring_examples():
   for module in (metrics, set_metrics, streaming_average_precision):
     result = doctest.testmod(module, extraglobs={"jnp": jnp}, optionflags=flags)
     assert result.attempted > 0 and result.failed == 0, (module.__name__, result)
+
+
+def test_ranking_metrics_over_a_single_item():
+  # Regression: the tie-group ends of a ranking of one item were dropped (an empty [R, 0]
+  # column), so AP over one example, LRAP at C = 1 and micro mAP of one pair were 0.
+  scores = np.array([[0.3, 0.9, 0.1]], np.float32)
+  labels = np.array([[True, False, True]])
+  per_class = [skm.average_precision_score(labels[:, j], scores[:, j]) for j in (0, 2)]
+  np.testing.assert_allclose(metrics.mean_average_precision(scores, labels, "macro"),
+                             np.mean(per_class), rtol=1e-6)
+  one = np.array([[0.3]], np.float32)
+  np.testing.assert_allclose(metrics.label_ranking_average_precision(one, np.array([[1.0]])),
+                             [skm.label_ranking_average_precision_score([[1]], one)])
+  np.testing.assert_allclose(metrics.mean_average_precision(one, np.array([[1.0]]), "micro"), 1)
