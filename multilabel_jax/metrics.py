@@ -167,7 +167,8 @@ def propensities(train_label_counts, num_train_examples: int, a: float = 0.55,
   Args:
     train_label_counts: ``[C]`` number of training examples carrying each label; see
       :func:`label_counts`.
-    num_train_examples: ``N``, the size of the training set.
+    num_train_examples: ``N >= 3``, the size of the training set (for smaller N the
+      constant ``c`` is <= 0 and p leaves (0, 1]).
 
   Example:
     >>> propensities(jnp.array([0., 10., 1000.]), 10_000)  # rarer labels: smaller p
@@ -179,8 +180,9 @@ def propensities(train_label_counts, num_train_examples: int, a: float = 0.55,
   """
   counts = jnp.asarray(train_label_counts, jnp.float32)
   labels_lib.check_rank(counts, 1, "train_label_counts")
-  if num_train_examples <= 0:
-    raise ValueError(f"`num_train_examples` must be positive, got {num_train_examples}.")
+  if num_train_examples < 3:
+    raise ValueError(f"`num_train_examples` must be >= 3, got {num_train_examples}: the model "
+                     "needs log N > 1, otherwise p is negative or above 1.")
   c = (np.log(num_train_examples) - 1.0) * (b + 1.0) ** a
   return 1.0 / (1.0 + c * jnp.exp(-a * jnp.log(counts + b)))
 

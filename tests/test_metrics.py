@@ -249,3 +249,15 @@ def test_ranking_metrics_over_a_single_item():
   np.testing.assert_allclose(metrics.label_ranking_average_precision(one, np.array([[1.0]])),
                              [skm.label_ranking_average_precision_score([[1]], one)])
   np.testing.assert_allclose(metrics.mean_average_precision(one, np.array([[1.0]]), "micro"), 1)
+
+
+def test_propensities_stay_in_unit_interval_or_raise():
+  # Regression: for N < 3, c = (log N - 1)(b + 1)^a <= 0, and N = 1 gave p = -3.1 and
+  # p = 8e6 (PSP@k of any sign); such N now raise, and every N >= 3 gives 0 < p < 1.
+  counts = np.array([0.0, 1.0, 2.0, 3.0], np.float32)
+  for n in (1, 2):
+    with pytest.raises(ValueError, match="`num_train_examples` must be >= 3"):
+      metrics.propensities(counts[:n + 1], n)
+  for n in (3, 10, 10**6):
+    p = np.asarray(metrics.propensities(counts, n))
+    assert ((p > 0) & (p < 1)).all() and (np.diff(p) > 0).all(), (n, p)
