@@ -143,7 +143,3 @@ def problems(draw, batches=BATCHES, num_classes=NUM_CLASSES, dtypes=DTYPES,
 def as_f64(x) -> np.ndarray:
   """Any array (bfloat16 included) as float64 numpy: references see the exact inputs."""
   return np.asarray(jnp.asarray(x, jnp.float32), np.float64)
-
-
-def finite(x) -> bool:
-  return bool(np.isfinite(as_f64(x)).all())

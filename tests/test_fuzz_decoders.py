@@ -11,7 +11,6 @@ margin), and ``dense=True`` / ``to_dense`` giving the same membership. Size rule
 within half an example of k, unless scores tie at the cut (then the whole tie group).
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -23,7 +23,7 @@ from tests.fuzz_problems import NO_SHRINK, as_f64, problems
 
 # Each example compiles its program once (~3 s): few examples, many rows each.
 FAST = settings(max_examples=4, deadline=None, phases=NO_SHRINK)
-MANY = settings(max_examples=30, deadline=None, phases=NO_SHRINK)
+MANY = settings(max_examples=20, deadline=None, phases=NO_SHRINK)
 NUM_CLASSES = (1, 7, 13)
 CHUNKS = (2, 3, 5)  # None divides 7 or 13; 2, 3, 5 > C = 1.
 

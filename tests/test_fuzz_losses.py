@@ -28,11 +28,11 @@ import scipy.special
 from hypothesis import given, settings, strategies as st
 
 from multilabel_jax import losses
-from tests.fuzz_problems import EXTREME, NO_SHRINK, as_f64, finite, problems
+from tests.fuzz_problems import EXTREME, NO_SHRINK, as_f64, problems
 
 # Each example compiles its program once (~3 s): few examples, many rows each.
 FAST = settings(max_examples=4, deadline=None, phases=NO_SHRINK)
-MANY = settings(max_examples=40, deadline=None, phases=NO_SHRINK)
+MANY = settings(max_examples=25, deadline=None, phases=NO_SHRINK)
 EMB_DIM = 3
 MAX_LOG_COUNT = 30.0  # count.py: exp() continues linearly beyond this log-count.
 

@@ -24,7 +24,7 @@ from tests.fuzz_problems import (NO_SHRINK, ROW_KINDS, as_f64, ids_with_repeats,
 
 # Each example compiles its programs once (~2-4 s): few examples, many rows each.
 FAST = settings(max_examples=5, deadline=None, phases=NO_SHRINK)
-MANY = settings(max_examples=40, deadline=None, phases=NO_SHRINK)
+MANY = settings(max_examples=25, deadline=None, phases=NO_SHRINK)
 ATOL = 1e-6
 
 
