@@ -62,7 +62,8 @@ def check_where(where, batch_size: int, name: str = "where"):
 
 
 def check_labels(labels, *, num_classes: Optional[int] = None,
-                 batch_size: Optional[int] = None, name: str = "labels"):
+                 batch_size: Optional[int] = None, name: str = "labels",
+                 max_weight: Optional[float] = None):
   """Checks labels in either format and returns them as an array.
 
   Args:
@@ -71,6 +72,8 @@ def check_labels(labels, *, num_classes: Optional[int] = None,
       be ``< num_classes``.
     batch_size: if given, the leading dimension must match.
     name: the argument name used in error messages.
+    max_weight: if given, concrete dense weights must be ``<= max_weight`` (e.g. 1 for
+      the binary targets of BCE-type losses).
 
   Raises:
     ValueError: wrong rank, batch, class dimension or dtype; for concrete arrays also
@@ -99,6 +102,10 @@ def check_labels(labels, *, num_classes: Optional[int] = None,
     if values is not None and dtype != jnp.bool_ and values.size and bool((values < 0).any()):
       raise ValueError(f"`{name}` (dense) contains negative weights; "
                        "dense labels must be multi-hot or non-negative.")
+    if (max_weight is not None and values is not None and dtype != jnp.bool_ and values.size
+        and bool((values > max_weight).any())):
+      raise ValueError(f"`{name}` (dense) contains {float(values.max())}; this loss takes "
+                       f"targets in [0, {max_weight}].")
   else:
     raise ValueError(f"`{name}` must be float/bool dense labels or integer ids, got dtype {dtype}.")
   return labels

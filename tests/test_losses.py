@@ -408,6 +408,14 @@ def test_bad_input_raises_naming_the_argument(fn):
     fn(z, np.array([[0], [1]], np.int32), where=np.ones(3, bool))
 
 
+@pytest.mark.parametrize("fn", [losses.sigmoid_bce, losses.focal, losses.asymmetric])
+def test_binary_losses_reject_dense_targets_above_one(fn):
+  z = np.zeros((1, 2), np.float32)
+  with pytest.raises(ValueError, match=r"`labels` \(dense\) contains 2.0; .* \[0, 1.0\]"):
+    fn(z, np.array([[2.0, 0.0]], np.float32))  # Would give a negative "loss" otherwise.
+  assert np.isfinite(fn(z, np.array([[1.0, 0.5]], np.float32))).all()
+
+
 def test_other_bad_inputs():
   with pytest.raises(ValueError, match="`log_count` must have shape"):
     losses.count_distribution(np.zeros((2, 3)), np.zeros(3), np.array([[0], [1]]))

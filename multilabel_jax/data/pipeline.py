@@ -26,6 +26,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from multilabel_jax import metrics
 from multilabel_jax.data import base
 
 _SHUFFLE, _RESAMPLE = 11, 12  # Hash streams.
@@ -177,11 +178,8 @@ class LabelStats:
     return self.counts / max(self.num_examples, 1)
 
   def propensities(self, a: float = 0.55, b: float = 1.5) -> np.ndarray:
-    """float64 ``[C]`` propensities of Jain, Prabhu & Varma (KDD 2016) for PSP@k:
-    ``1 / (1 + (log N - 1) (b + 1)^a exp(-a log(count + b)))``."""
-    n = max(self.num_examples, 2)
-    cst = (np.log(n) - 1) * (b + 1) ** a
-    return 1.0 / (1.0 + cst * np.exp(-a * np.log(self.counts + b)))
+    """``[C]`` propensities for PSP@k (:func:`multilabel_jax.metrics.propensities`)."""
+    return np.asarray(metrics.propensities(self.counts, self.num_examples, a, b))
 
 
 def _scan(source: base.Source, split: str, n: int, chunk: int, fn):

@@ -13,8 +13,10 @@ def compute_dtype(x) -> jnp.dtype:
   return jnp.promote_types(jnp.asarray(x).dtype, jnp.float32)
 
 
-def prepare(logits, labels, where=None, *, logits_name="logits"):
+def prepare(logits, labels, where=None, *, logits_name="logits", max_weight=None):
   """Checks ``logits [B, C]``, labels in either format and ``where [B]``.
+
+  ``max_weight``: the largest dense label value the loss accepts (1 for binary targets).
 
   Returns ``(logits, labels, where)`` with logits cast to the compute dtype.
   """
@@ -22,7 +24,8 @@ def prepare(logits, labels, where=None, *, logits_name="logits"):
   labels_lib.check_rank(logits, 2, logits_name)
   labels_lib.check_float(logits, logits_name)
   batch, num_classes = logits.shape
-  labels = labels_lib.check_labels(labels, num_classes=num_classes, batch_size=batch)
+  labels = labels_lib.check_labels(labels, num_classes=num_classes, batch_size=batch,
+                                   max_weight=max_weight)
   where = labels_lib.check_where(where, batch)
   return logits.astype(compute_dtype(logits)), labels, where
 

@@ -37,7 +37,7 @@ def sigmoid_bce(logits, labels, *, label_smoothing: float = 0.0, where=None) -> 
   """
   if not 0.0 <= label_smoothing < 1.0:
     raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing}.")
-  logits, labels, where = _common.prepare(logits, labels, where)
+  logits, labels, where = _common.prepare(logits, labels, where, max_weight=1.0)
   ls = label_smoothing
   pos = lambda z: (1 - ls / 2) * jax.nn.softplus(-z) + ls / 2 * jax.nn.softplus(z)
   neg = lambda z: ls / 2 * jax.nn.softplus(-z) + (1 - ls / 2) * jax.nn.softplus(z)
@@ -71,7 +71,7 @@ def focal(logits, labels, *, gamma: float = 2.0, alpha: Optional[float] = 0.25,
   """
   if gamma < 0:
     raise ValueError(f"`gamma` must be >= 0, got {gamma}.")
-  logits, labels, where = _common.prepare(logits, labels, where)
+  logits, labels, where = _common.prepare(logits, labels, where, max_weight=1.0)
   a_pos, a_neg = (1.0, 1.0) if alpha is None else (alpha, 1.0 - alpha)
   pos = lambda z: a_pos * _focusing(jax.nn.log_sigmoid(-z), gamma) * jax.nn.softplus(-z)
   neg = lambda z: a_neg * _focusing(jax.nn.log_sigmoid(z), gamma) * jax.nn.softplus(z)
@@ -110,7 +110,7 @@ def asymmetric(logits, labels, *, gamma_pos: float = 0.0, gamma_neg: float = 4.0
     raise ValueError(f"`gamma_pos`/`gamma_neg` must be >= 0, got {gamma_pos}, {gamma_neg}.")
   if not 0.0 <= clip < 1.0:
     raise ValueError(f"`clip` must be in [0, 1), got {clip}.")
-  logits, labels, where = _common.prepare(logits, labels, where)
+  logits, labels, where = _common.prepare(logits, labels, where, max_weight=1.0)
 
   def pos(z):
     return _focusing(jax.nn.log_sigmoid(-z), gamma_pos) * jax.nn.softplus(-z)
