@@ -99,11 +99,10 @@ def run_with_interruptions(config, workdir, *, total_steps: int, overrides=(), s
 
 
 def final_params(workdir):
-  """``(step, params)`` of the newest checkpoint, as numpy."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  manager = ocp.CheckpointManager(pathlib.Path(workdir, "checkpoints").absolute())
-  step = manager.latest_step()
-  return step, manager.restore(step, args=ocp.args.StandardRestore())["params"]
+  """``(step, params)`` of the newest checkpoint."""
+  from multilabel_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  step, state = checkpointing.load_state(workdir)
+  return step, state["params"]
 
 
 def compare_runs(clean, soaked) -> dict:
@@ -116,10 +115,13 @@ def compare_runs(clean, soaked) -> dict:
                  and all(np.array_equal(x, y) for x, y in zip(leaves_a, leaves_b)))
   max_diff = max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
                  for x, y in zip(leaves_a, leaves_b))
-  test_a = json.loads(pathlib.Path(clean, "report.json").read_text())["test"]
-  test_b = json.loads(pathlib.Path(soaked, "report.json").read_text())["test"]
+  report_a = json.loads(pathlib.Path(clean, "report.json").read_text())
+  report_b = json.loads(pathlib.Path(soaked, "report.json").read_text())
   return {"final_step": [step_a, step_b], "params_bit_identical": same_params,
-          "max_abs_param_diff": max_diff, "test_reports_equal": test_a == test_b}
+          "max_abs_param_diff": max_diff,
+          "test_reports_equal": report_a["test"] == report_b["test"],
+          "train_data_counts_equal": (report_a["data"]["stats"]["train_batches"]
+                                      == report_b["data"]["stats"]["train_batches"])}
 
 
 def main(argv):
@@ -156,7 +158,8 @@ def main(argv):
       interruptions={sig: sum(e["signal"] == sig for r in rounds for e in r["interruptions"])
                      for sig in ("SIGKILL", "SIGTERM")},
       all_bit_identical=bool(rounds) and all(
-          r["params_bit_identical"] and r["test_reports_equal"] for r in rounds))
+          r["params_bit_identical"] and r["test_reports_equal"] and r["train_data_counts_equal"]
+          for r in rounds))
   (out / "soak.json").write_text(json.dumps(summary, indent=2))
   print(json.dumps(summary, indent=2))
   return 0 if summary["all_bit_identical"] else 1

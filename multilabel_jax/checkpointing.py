@@ -4,6 +4,10 @@
   writes each step into a ``<step>.orbax-checkpoint-tmp-*`` folder and renames it when the
   write is complete, so a half-written checkpoint is never listed as a step (and its
   leftovers are removed at the next start).
+* :func:`save`: one checkpoint holds the train state (``state``, orbax standard format) and
+  the input pipeline's counts of skipped/truncated labels (``data_stats``, JSON), so the
+  report's counts cover the whole run across resumes. :func:`load_state` reads the state
+  of a workdir back (notebooks, tests).
 * :func:`restore_latest`: restores the newest *readable* step. A truncated or corrupted
   newer step is moved aside to ``workdir/checkpoints_unreadable/`` with a warning naming
   both steps; if checkpoints exist but none can be read, it raises
@@ -52,8 +56,32 @@ def make_manager(config, workdir) -> ocp.CheckpointManager:
           cleanup_tmp_directories=True))
 
 
+def save(manager: ocp.CheckpointManager, step: int, state, data_stats: dict, *,
+         force: bool = False) -> bool:
+  """Saves ``state`` and ``data_stats`` at ``step`` if the manager's interval (or ``force``)
+  says so; returns whether a save started."""
+  return manager.save(step, force=force, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), data_stats=ocp.args.JsonSave(data_stats)))
+
+
+def load_state(workdir, step=None):
+  """``(step, state)`` of a run's checkpoint (the newest by default), as plain arrays.
+
+  Example:
+    >>> step, state = load_state("runs/hashtag_pretrain-...")
+    >>> variables = {"params": state["params"], **state["model_state"]}
+  """
+  manager = ocp.CheckpointManager((pathlib.Path(workdir) / "checkpoints").absolute(),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {manager.directory}.")
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return step, restored["state"]
+
+
 def restore_latest(manager: ocp.CheckpointManager, target):
-  """``(state, step)`` of the newest readable checkpoint, or ``(None, None)`` if none exist.
+  """``(state, data_stats, step)`` of the newest readable checkpoint; all None if none exist.
 
   Args:
     manager: the run's checkpoint manager.
@@ -67,7 +95,8 @@ def restore_latest(manager: ocp.CheckpointManager, target):
   failures = []
   for step in steps:
     try:
-      state = manager.restore(step, args=ocp.args.StandardRestore(target))
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target), data_stats=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many kinds)
       failures.append((step, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"))
       continue
@@ -77,14 +106,14 @@ def restore_latest(manager: ocp.CheckpointManager, target):
           "checkpoint step %d in %s is unreadable (%s); resumed from the previous good "
           "checkpoint, step %d. Unreadable steps moved to %s.", failures[0][0],
           manager.directory, failures[0][1], step, moved)
-    return state, step
+    return restored["state"], restored["data_stats"], step
   if failures:
     listing = "; ".join(f"step {s}: {err}" for s, err in failures)
     raise CheckpointError(
         f"no usable checkpoint in {manager.directory}: all {len(failures)} failed to restore "
         f"({listing}). Not starting from scratch: move the folder away to start over, or "
         "fix the files.")
-  return None, None
+  return None, None, None
 
 
 def _move_aside(manager: ocp.CheckpointManager, steps) -> pathlib.Path:

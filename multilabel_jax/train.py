@@ -25,12 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 import flax.linen as nn
 import optax
-import orbax.checkpoint as ocp
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from multilabel_jax import builders, checkpointing, configs, evaluate, models, optim
+import multilabel_jax.data as data_lib
 from multilabel_jax.data import pipeline as pipeline_lib
 from multilabel_jax.losses import count as count_lib
 from multilabel_jax.losses import decoders as decoders_lib
@@ -128,7 +128,7 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
     return {k: jax.make_array_from_process_local_data(data_sharding, np.asarray(v))
             for k, v in batch.items()}
 
-  example = train_data.train_batch(0)
+  example = train_data.train_batch(0, count=False)
   example_inputs = {k: v[:1] for k, v in example.items()}
   tx, schedule = optim.make_optimizer(config.optimizer, config.total_steps)
 
@@ -155,10 +155,11 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
   manager = checkpointing.make_manager(config, workdir)
   target = jax.tree_util.tree_map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
-  state, restored_step = checkpointing.restore_latest(manager, target)
+  state, data_stats, restored_step = checkpointing.restore_latest(manager, target)
   if state is None:
     state = init(jax.random.key(config.seed))
   else:
+    train_data.stats = data_lib.DataStats(**data_stats)  # Counts of the steps before.
     logging.info("resumed from step %d (%s)", restored_step, manager.directory)
   start_step = int(state["step"])
 
@@ -274,7 +275,7 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
 
   def save_and_flush(step, state):
     if step not in manager.all_steps():
-      manager.save(step, args=ocp.args.StandardSave(state), force=True)
+      checkpointing.save(manager, step, state, train_data.stats.as_dict(), force=True)
     manager.wait_until_finished()
     writer.flush()
 
@@ -299,7 +300,7 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
         history.append({"step": step, **val})
         if is_main:
           _save_history(workdir, history)
-      manager.save(step, args=ocp.args.StandardSave(state))
+      checkpointing.save(manager, step, state, train_data.stats.as_dict())
       if preemption.requested(step):
         save_and_flush(step, state)
         raise checkpointing.Preempted(step, manager.directory)

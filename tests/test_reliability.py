@@ -56,6 +56,9 @@ def test_damaged_latest_checkpoint_falls_back_to_previous(straight_run, tmp_path
   assert report["train"]["start_step"] == 4
   assert [p.name.split("-")[0] for p in (workdir / "checkpoints_unreadable").iterdir()] == ["8"]
   _assert_same_params(straight_run, workdir)  # Steps 5..12 retrained from step 4, exactly.
+  straight = json.loads((straight_run / "report.json").read_text())["data"]["stats"]
+  assert straight["train_batches"]["empty_label_sets"] > 0  # Missing-label noise.
+  assert report["data"]["stats"]["train_batches"] == straight["train_batches"]  # All 12 steps.
 
 
 def test_no_usable_checkpoint_stops_with_an_error(straight_run, tmp_path):
@@ -200,8 +203,8 @@ def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(clean_cli_run, tmp
   assert [e["signal"] for e in result["interruptions"]] == ["SIGKILL"], (seed, result)
   assert result["interruptions"][0]["exit_code"] == -signal.SIGKILL
   comparison = soak.compare_runs(clean_cli_run, tmp_path / "killed")
-  assert comparison["params_bit_identical"] and comparison["test_reports_equal"], (seed,
-                                                                                   comparison)
+  assert all(comparison[k] for k in ("params_bit_identical", "test_reports_equal",
+                                     "train_data_counts_equal")), (seed, comparison)
 
 
 @pytest.mark.slow
@@ -225,4 +228,5 @@ def test_sigterm_checkpoints_flushes_and_exits_with_distinct_code(clean_cli_run,
   report = json.loads((workdir / "report.json").read_text())
   assert report["train"]["start_step"] == stopped_at
   comparison = soak.compare_runs(clean_cli_run, workdir)
-  assert comparison["params_bit_identical"] and comparison["test_reports_equal"], comparison
+  assert all(comparison[k] for k in ("params_bit_identical", "test_reports_equal",
+                                     "train_data_counts_equal")), comparison

@@ -8,19 +8,17 @@ import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from multilabel_jax import configs, losses, train
+from multilabel_jax import checkpointing, configs, losses, train
 from tests.train_util import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def final_params(workdir):
-  manager = ocp.CheckpointManager(pathlib.Path(workdir, "checkpoints").absolute())
-  restored = manager.restore(manager.latest_step())
-  return manager.latest_step(), restored["params"]
+  step, state = checkpointing.load_state(workdir)
+  return step, state["params"]
 
 
 def test_softmax_run_writes_report_and_checkpoints(tmp_path):

@@ -320,22 +320,26 @@ class InputPipeline:
 
   # ----------------------------------------------------------------------- Batches.
 
-  def _finish(self, raw: dict, mask=None) -> dict:
+  def _finish(self, raw: dict, mask=None, count: bool = True) -> dict:
     ids, stats = sanitize_labels(raw["label_ids"], self.info.num_classes, self.info.max_labels,
                                  strict=self.strict, allow_empty=self.allow_empty_labels,
                                  mask=mask)
-    with self._lock:
-      self.stats.update(stats)
-      self.info.stats.update(stats)
+    if count:
+      with self._lock:
+        self.stats.update(stats)
+        self.info.stats.update(stats)
     out = {k: np.asarray(v) for k, v in raw.items() if k != "label_ids"}
     out["label_ids"] = ids
     if mask is not None:
       out["mask"] = np.asarray(mask, bool)
     return out
 
-  def train_batch(self, step: int) -> dict:
-    """This process's training batch at ``step`` (synchronous, no prefetch)."""
-    return self._finish(self.source.read("train", self.train_indices(step)))
+  def train_batch(self, step: int, *, count: bool = True) -> dict:
+    """This process's training batch at ``step`` (synchronous, no prefetch).
+
+    ``count=False``: leave ``stats`` alone (a batch read for shapes, not trained on).
+    """
+    return self._finish(self.source.read("train", self.train_indices(step)), count=count)
 
   def eval_batch(self, split: str, batch: int) -> dict:
     idx, mask = self.eval_indices(split, batch)
