@@ -69,21 +69,25 @@ _F32 = jnp.float32
 # ----------------------------------------------------------------------------- checks
 
 
-def check_head(x, kernel, bias, label_ids, chunk_size):
-  """Checks a fused head's arguments; returns ``(B, D, C)``. Raises ValueError."""
-  for a, name in ((x, "x"), (kernel, "kernel"), (bias, "bias")):
+def check_head(x, kernel, bias, label_ids, chunk_size, *, kernel_name="kernel",
+               bias_name="bias"):
+  """Checks a fused head's arguments; returns ``(B, D, C)``. Raises ValueError.
+
+  ``kernel_name`` / ``bias_name``: the argument names used in the messages.
+  """
+  for a, name in ((x, "x"), (kernel, kernel_name), (bias, bias_name)):
     labels_lib.check_float(a, name)
   labels_lib.check_rank(x, 2, "x")
-  labels_lib.check_rank(kernel, 2, "kernel")
-  labels_lib.check_rank(bias, 1, "bias")
+  labels_lib.check_rank(kernel, 2, kernel_name)
+  labels_lib.check_rank(bias, 1, bias_name)
   b, d = x.shape
   d_k, c = kernel.shape
   if d != d_k:
-    raise ValueError(f"`kernel` has {d_k} input features (shape {kernel.shape}) but `x` has "
-                     f"{d} (shape {x.shape}).")
+    raise ValueError(f"`{kernel_name}` has {d_k} input features (shape {kernel.shape}) but "
+                     f"`x` has {d} (shape {x.shape}).")
   if bias.shape != (c,):
-    raise ValueError(f"`bias` must have shape ({c},) to match `kernel` {kernel.shape}, "
-                     f"got {bias.shape}.")
+    raise ValueError(f"`{bias_name}` must have shape ({c},) to match `{kernel_name}` "
+                     f"{kernel.shape}, got {bias.shape}.")
   if label_ids is not None:
     label_ids = jnp.asarray(label_ids)
     labels_lib.check_rank(label_ids, 2, "label_ids")
@@ -222,24 +226,33 @@ def grad_pass(x, kernel, bias, chunk_size, dz_fn, carry):
   Returns:
     ``(carry, dx, dkernel, dbias)`` with the dtypes of ``x``, ``kernel``, ``bias``.
   """
-  dt = jnp.result_type(x.dtype, kernel.dtype)
-  xc = x.astype(dt)
+  xc = x.astype(jnp.result_type(x.dtype, kernel.dtype))
 
   def body(state, start, kc, bc):
     carry, dx, dk, db = state
-    z = logits_chunk(xc, kc, bc)
-    carry, dz = dz_fn(carry, z, start)
-    dzc = dz.astype(dt)
-    dx = dx + lax.dot_general(dzc, kc.astype(dt), (((1,), (1,)), ((), ())),
-                              preferred_element_type=_F32)
-    dkc = lax.dot_general(xc, dzc, (((0,), (0,)), ((), ())), preferred_element_type=_F32)
-    dk = lax.dynamic_update_slice_in_dim(dk, dkc.astype(dk.dtype), start, axis=1)
-    db = lax.dynamic_update_slice_in_dim(db, jnp.sum(dz, 0).astype(db.dtype), start, axis=0)
-    return carry, dx, dk, db
+    carry, dz = dz_fn(carry, logits_chunk(xc, kc, bc), start)
+    return (carry,) + accumulate_chunk_grads(xc, kc, dz, start, dx, dk, db)
 
   init = (carry, jnp.zeros(x.shape, _F32), jnp.zeros_like(kernel), jnp.zeros_like(bias))
   carry, dx, dk, db = for_each_chunk(kernel, bias, chunk_size, body, init, refs=(x,))
   return carry, dx.astype(x.dtype), dk, db
+
+
+def accumulate_chunk_grads(xc, kc, dz, start, dx, dk, db):
+  """Adds one chunk's ``dz [B, w]`` to the head gradients (2 GEMMs).
+
+  ``dx [B, D]`` f32 += ``dz @ kc.T``; ``dk[:, start:start+w] = xc.T @ dz``;
+  ``db[start:start+w] = sum_b dz``. ``xc`` is ``x`` in the GEMM dtype. Returns
+  ``(dx, dk, db)``.
+  """
+  dt = xc.dtype
+  dzc = dz.astype(dt)
+  dx = dx + lax.dot_general(dzc, kc.astype(dt), (((1,), (1,)), ((), ())),
+                            preferred_element_type=_F32)
+  dkc = lax.dot_general(xc, dzc, (((0,), (0,)), ((), ())), preferred_element_type=_F32)
+  dk = lax.dynamic_update_slice_in_dim(dk, dkc.astype(dk.dtype), start, axis=1)
+  db = lax.dynamic_update_slice_in_dim(db, jnp.sum(dz, 0).astype(db.dtype), start, axis=0)
+  return dx, dk, db
 
 
 def stats_pass(x, kernel, bias, chunk_size, fn, carry):

@@ -77,6 +77,22 @@ def linear_top_k(x, kernel, bias, k: int, *, chunk_size: int):
   return chunked_top_k(x, kernel, bias, k, chunk_size)
 
 
+def average_k_candidates(z, lse, label_ids, keep, active, start):
+  """``[B, w]`` pseudo-label candidates of one chunk of softmax logits ``z [B, w]``.
+
+  The probability ``exp(z - lse)`` of each (active row, non-observed class) pair, and -1
+  for observed ids (``keep`` of ``label_ids``, inside ``[start, start + w)``) and for rows
+  with ``active`` False. A pair is a pseudo-label iff its candidate is ``>= threshold`` and
+  ``>= 0``. The threshold and the loss use this one function, so they agree bit for bit.
+  """
+  b, w = z.shape
+  local = label_ids - start
+  inside = keep & (local >= 0) & (local < w)
+  rows = jnp.broadcast_to(jnp.arange(b)[:, None], label_ids.shape)
+  observed = jnp.zeros((b, w), bool).at[rows, jnp.where(inside, local, w)].set(True, mode="drop")
+  return jnp.where(observed | ~active[:, None], -1.0, jnp.exp(z - lse[:, None]))
+
+
 def linear_average_k_threshold(x, kernel, bias, label_ids, k: float, *, chunk_size: int,
                                where=None):
   """The two-head loss's batch-global pseudo-label threshold, streamed over class chunks.
@@ -112,16 +128,11 @@ def linear_average_k_threshold(x, kernel, bias, label_ids, k: float, *, chunk_si
   keep = fused.valid_ids_mask(label_ids, c) & where[:, None]
   max_pseudo = min(int(-(-k * b // 1)), b * c)
   lse, _ = fused.fused_stats("softmax", chunk_size, x, kernel, bias, label_ids, keep)
-  rows = jnp.broadcast_to(jnp.arange(b)[:, None], label_ids.shape)
 
   def body(top, start, kc, bc):
     z = fused.logits_chunk(x, kc, bc)
-    w = z.shape[1]
-    local = label_ids - start
-    inside = keep & (local >= 0) & (local < w)
-    observed = jnp.zeros((b, w), bool).at[rows, jnp.where(inside, local, w)].set(True, mode="drop")
-    cand = jnp.where(observed | ~where[:, None], -1.0, jnp.exp(z - lse[:, None]))
-    cand_top = lax.top_k(cand.reshape(-1), min(max_pseudo, b * w))[0]
+    cand = average_k_candidates(z, lse, label_ids, keep, where, start)
+    cand_top = lax.top_k(cand.reshape(-1), min(max_pseudo, b * z.shape[1]))[0]
     return lax.top_k(jnp.concatenate([top, cand_top]), max_pseudo)[0]
 
   if max_pseudo == 0:
