@@ -11,6 +11,8 @@ from multilabel_jax.losses.decoders import (DecodedSets, by_count, calibrate_ave
                                             calibrate_class_thresholds, threshold, top_k)
 from multilabel_jax.losses.fused import (linear_sigmoid_bce, linear_sigmoid_bce_reduced,
                                          linear_softmax_xent, linear_softmax_xent_reduced)
+from multilabel_jax.losses.fused_two_head import (linear_two_head_average_k,
+                                                  linear_two_head_average_k_reduced)
 from multilabel_jax.losses.sharded_head import (sharded_linear_sigmoid_bce,
                                                 sharded_linear_sigmoid_bce_reduced,
                                                 sharded_linear_softmax_xent,

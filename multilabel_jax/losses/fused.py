@@ -38,13 +38,13 @@ Objectives built on these:
 * two-head (pseudo-labels from a batch-global threshold: the top-(k*B) softmax
   probabilities over the whole ``[B, C]`` batch). This does not fuse into a *single*
   chunked pass: a class's probability ``exp(z - lse_b)`` needs the row's global
-  logsumexp. It fuses with two passes: pass 1 computes ``lse`` (as here); pass 2
-  recomputes each chunk's probabilities and merges a running top-(k*B) of the flattened
-  ``[B, chunk]`` probabilities (``streaming_top_k.merge_top_k``), whose k*B-th value is
-  the threshold. A third pass (or the backward recomputation) then uses the threshold
-  as a per-class target mask. Memory is ``O(k B)`` for the running top values. The
-  threshold is ``streaming_top_k.linear_average_k_threshold``; a fused two-head loss
-  built on it (its third pass) is not implemented yet.
+  logsumexp, and its target needs the global threshold. It fuses with three passes:
+  pass 1 computes ``lse`` (as here); pass 2 recomputes each chunk's probabilities and
+  merges a running top-(k*B) of the flattened ``[B, chunk]`` probabilities, whose m-th
+  value is the threshold (``streaming_top_k.linear_average_k_threshold``); pass 3 runs
+  both heads over each chunk, the threshold giving the multi-label head's targets.
+  Memory is ``O(k B)`` for the running top values. See :mod:`fused_two_head`
+  (``linear_two_head_average_k`` and its reduced variant; 10 and 8 GEMMs).
 
 Reference: Liger-Kernel, "Efficient Triton Kernels for LLM Training" (Hsu et al., 2024),
 fused linear cross entropy; Milakov & Gimelshein, "Online normalizer calculation for
