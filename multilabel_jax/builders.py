@@ -81,8 +81,15 @@ def build_objective(config, source, label_stats) -> losses.Objective:
 def use_fused_head(config, objective) -> bool:
   if config.head.fused == "off" or objective.name not in configs.FUSABLE_OBJECTIVES:
     return False
+  if objective.name in configs.UNSHARDED_FUSED_OBJECTIVES and config.mesh.classes > 1:
+    return False  # "auto" only: validate() refuses "on".
   return config.head.fused == "on" or objective.head_outputs["logits"].width >= (
       config.head.fused_min_classes)
+
+
+def fused_heads(objective) -> tuple[str, ...]:
+  """The ``[B, C]`` heads a fused loss reads from the params instead of computing."""
+  return ("logits", "multilabel_logits") if objective.name == "two_head" else ("logits",)
 
 
 def build_model(config, objective, source):

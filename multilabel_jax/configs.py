@@ -15,7 +15,9 @@ import pathlib
 import ml_collections
 
 FREE_FORM = ("data.options", "objective_options", "model_options")
-FUSABLE_OBJECTIVES = ("sigmoid", "softmax", "count_distribution")
+FUSABLE_OBJECTIVES = ("sigmoid", "softmax", "count_distribution", "two_head")
+# Fused objectives without a class-sharded variant (mesh.classes must be 1 when fused).
+UNSHARDED_FUSED_OBJECTIVES = ("two_head",)
 # Embedding objective options consumed by the train loop to build the PMI embeddings.
 EMBEDDING_BUILD_OPTIONS = ("dim", "smoothing")
 
@@ -121,6 +123,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.head.fused == "on" and config.objective not in FUSABLE_OBJECTIVES:
     raise ValueError(f"`config.head.fused='on'` needs one of {FUSABLE_OBJECTIVES}; objective "
                      f"{config.objective!r} has no fused head.")
+  if (config.head.fused == "on" and config.objective in UNSHARDED_FUSED_OBJECTIVES
+      and config.mesh.classes > 1):
+    raise ValueError(f"objective {config.objective!r} has no class-sharded fused head: use "
+                     "`config.mesh.classes=1` or `config.head.fused='off'`.")
 
 
 def stored_config_path(workdir) -> pathlib.Path:

@@ -34,7 +34,7 @@ import multilabel_jax.data as data_lib
 from multilabel_jax.data import pipeline as pipeline_lib
 from multilabel_jax.losses import count as count_lib
 from multilabel_jax.losses import decoders as decoders_lib
-from multilabel_jax.losses import fused, sharded_head, streaming_top_k
+from multilabel_jax.losses import fused, fused_two_head, sharded_head, streaming_top_k
 
 
 class SimulatedCrash(RuntimeError):
@@ -58,9 +58,18 @@ def make_mesh(config) -> jax.sharding.Mesh:
 
 
 def fused_loss_fn(config, objective, mesh, use_sharded: bool):
-  """``(outputs, kernel, bias, label_ids, weights) -> scalar`` weighted mean, fused head."""
+  """``(outputs, params, label_ids, weights) -> scalar`` weighted mean, fused head."""
   kind = "softmax" if objective.name in ("softmax", "count_distribution") else "bce"
   chunk = config.head.chunk_size
+  if objective.name == "two_head":  # Unsharded only (configs.UNSHARDED_FUSED_OBJECTIVES).
+    def two_head_loss(outputs, params, label_ids, weights):
+      x = outputs["pre_logits"].astype(jnp.float32)
+      return fused_two_head.linear_two_head_average_k_reduced(
+          x, *models.head_params(params, "logits"),
+          *models.head_params(params, "multilabel_logits"), label_ids,
+          k=objective.options["k"], weight=objective.options["weight"], chunk_size=chunk,
+          weights=weights)
+    return two_head_loss
   if use_sharded:
     fn = (sharded_head.sharded_linear_softmax_xent_reduced if kind == "softmax"
           else sharded_head.sharded_linear_sigmoid_bce_reduced)
@@ -72,7 +81,8 @@ def fused_loss_fn(config, objective, mesh, use_sharded: bool):
   if objective.name == "sigmoid":
     extra["label_smoothing"] = objective.options["label_smoothing"]
 
-  def loss(outputs, kernel, bias, label_ids, weights):
+  def loss(outputs, params, label_ids, weights):
+    kernel, bias = models.head_params(params, "logits")
     x = outputs["pre_logits"].astype(jnp.float32)
     value = fn(x, kernel, bias, label_ids, chunk_size=chunk, weights=weights, **extra)
     if objective.name == "count_distribution":
@@ -114,7 +124,7 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
   objective = builders.build_objective(config, source, label_stats)
   model = builders.build_model(config, objective, source)
   use_fused = builders.use_fused_head(config, objective)
-  skip_heads = ("logits",) if use_fused else ()
+  skip_heads = builders.fused_heads(objective) if use_fused else ()
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   logging.info("workdir %s: %s on %s (%d classes), objective %s, model %s, fused head %s",
                workdir, config.data.name, info.name, info.num_classes, objective.name,
@@ -179,8 +189,7 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
     weights = objective.example_weights(batch["label_ids"])
     weights = weights / jnp.maximum(jnp.sum(weights), 1.0)
     if use_fused:
-      kernel, bias = models.head_params(params, "logits")
-      loss = fused_loss(outputs, kernel, bias, batch["label_ids"], weights)
+      loss = fused_loss(outputs, params, batch["label_ids"], weights)
     else:
       loss = jnp.sum(weights * objective.loss(outputs, batch["label_ids"]))
     return loss, new_model_state
@@ -224,10 +233,14 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
   def predict_top_step(state, batch):
     """Per-row top-r (scores, ids, counts) from the fused head: no [B, C] array."""
     variables = {"params": state["params"], **state["model_state"]}
-    outputs = model.apply(variables, batch, skip_heads=("logits",))
+    outputs = model.apply(variables, batch, skip_heads=builders.fused_heads(objective))
     kernel, bias = models.head_params(state["params"], "logits")
     x = outputs["pre_logits"].astype(jnp.float32)
     chunk = config.head.chunk_size
+    if objective.name == "two_head":  # Scores: sigmoid of the multi-label head (monotone).
+      kernel, bias = models.head_params(state["params"], "multilabel_logits")
+      logits, ids = streaming_top_k.linear_top_k(x, kernel, bias, top_r, chunk_size=chunk)
+      return jax.nn.sigmoid(logits), ids, None
     if config.mesh.classes > 1:
       logits, ids = sharded_head.sharded_linear_top_k(x, kernel, bias, top_r, mesh=mesh,
                                                       chunk_size=chunk, batch_axis="data")

@@ -50,9 +50,10 @@ def test_every_objective_runs_end_to_end(tmp_path, loss):
     assert "nearest_1" in report["test"]["decoders"]
 
 
-def test_fused_head_matches_dense_head(tmp_path):
-  dense = tiny_config("sigmoid")
-  fused = tiny_config("sigmoid")
+@pytest.mark.parametrize("loss", ["sigmoid", "two_head"])
+def test_fused_head_matches_dense_head(tmp_path, loss):
+  dense = tiny_config(loss)
+  fused = tiny_config(loss)
   fused.head.fused = "on"
   fused.head.chunk_size = 24  # Does not divide 64 classes.
   r1 = train.train_and_evaluate(dense, tmp_path / "dense")
@@ -67,8 +68,9 @@ def test_fused_head_matches_dense_head(tmp_path):
   np.testing.assert_allclose(r2["train"]["final_loss"], r1["train"]["final_loss"], rtol=1e-4)
   _, p1 = final_params(tmp_path / "dense")
   _, p2 = final_params(tmp_path / "fused")
-  np.testing.assert_allclose(p2["head_logits"]["kernel"], p1["head_logits"]["kernel"],
-                             rtol=1e-3, atol=1e-5)
+  heads = ["head_logits"] + (["head_multilabel_logits"] if loss == "two_head" else [])
+  for head in heads:
+    np.testing.assert_allclose(p2[head]["kernel"], p1[head]["kernel"], rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -113,6 +115,11 @@ def test_config_errors_come_before_compute(tmp_path):
   c = tiny_config("zlpr")
   c.head.fused = "on"
   with pytest.raises(ValueError, match="has no fused head"):
+    configs.validate(c)
+  c = tiny_config("two_head")
+  c.head.fused = "on"
+  c.mesh.classes = 2
+  with pytest.raises(ValueError, match="no class-sharded fused head"):
     configs.validate(c)
   c = tiny_config()
   c.total_steps = 0
