@@ -1,6 +1,9 @@
 """Benchmark: fused chunked head losses vs dense JAX, PyTorch dense and the bare GEMM bound.
 
 Forward + backward of ``loss(x @ W + b, ids)`` w.r.t. ``(x, W, b)``, mean over the batch.
+``--losses two_head`` adds the two-head Average-K loss (Garcin et al. 2023) of two heads
+``(Ws, bs)``, ``(Wm, bm)`` with K = 6 (about 1.5 pseudo-labels a row on top of the 1-8
+observed); its GEMM variants run the matmuls of both heads, and it has no torch variant.
 Every variant runs in its own subprocess (clean peak RSS). Reported per variant: median
 wall time over ``--runs`` runs after one warm-up, XLA temp memory
 (``compiled.memory_analysis().temp_size_in_bytes``) and process peak RSS.
@@ -10,15 +13,19 @@ Variants:
              x @ W, g @ W.T, x.T @ g with a given g [B, C].
   gemm_chunked: the same three matmuls over class chunks of --chunk_size (dlogits := logits),
              no loss math: the floor of the chunked structure, no [B, C] buffer.
-  fused:     multilabel_jax.losses.fused per-example loss, .mean(), jax.grad (4 GEMMs).
-  reduced:   the reduced (scalar) fused variant, gradients computed in the forward.
-  dense:     optax on materialised logits with a dense multi-hot target.
+  fused:     multilabel_jax.losses.fused per-example loss, .mean(), jax.grad (4 GEMMs;
+             two_head: fused_two_head, 10 GEMMs against a bound of 6).
+  reduced:   the reduced (scalar) fused variant, gradients computed in the forward
+             (two_head: 8 GEMMs).
+  dense:     optax on materialised logits with a dense multi-hot target (two_head: the
+             package's dense losses.two_head_average_k on both heads' logits).
   torch:     PyTorch CPU, dense logits (binary_cross_entropy_with_logits / cross_entropy
              with probability targets).
 
 Usage:
   .venv/bin/python benchmarks/head_losses.py --quick          # small sizes, ~1 min
   .venv/bin/python benchmarks/head_losses.py                  # full run (~20 min, 2 cores)
+  .venv/bin/python benchmarks/head_losses.py --quick --losses two_head --out /tmp/th.json
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("gemm", "gemm_chunked", "fused", "reduced", "dense", "torch")
+LOSSES = ("bce", "softmax", "two_head")
+TWO_HEAD_K = 6.0
 
 
 def _make_data(b, d, c, seed=0):
@@ -47,6 +56,14 @@ def _make_data(b, d, c, seed=0):
   for i in range(b):
     ids[i, :npos[i]] = rng.choice(c, size=npos[i], replace=False)
   return x, w, bias, ids
+
+
+def _heads(args, w, bias):
+  """The head parameters: ``(W, b)``, or ``(Ws, bs, Wm, bm)`` for the two-head loss."""
+  if args.loss != "two_head":
+    return w, bias
+  _, wm, bm, _ = _make_data(args.B, args.D, args.C, seed=1)
+  return w, bias, wm, bm
 
 
 def _time(fn, runs):
@@ -91,41 +108,49 @@ def child(args):
     import jax.numpy as jnp
     import optax
     from multilabel_jax import labels as labels_lib
-    from multilabel_jax.losses import fused
-    xj, wj, bj, idj = map(jnp.asarray, (x, w, bias, ids))
+    from multilabel_jax.losses import fused, fused_two_head, two_head
+    xj, idj = jnp.asarray(x), jnp.asarray(ids)
+    heads = tuple(map(jnp.asarray, _heads(args, w, bias)))  # (W, b) per head.
     cs = args.chunk_size
+    kw = {"k": TWO_HEAD_K} if args.loss == "two_head" else {}
     if args.variant == "gemm":
       g = jnp.full((args.B, args.C), 1e-3, jnp.float32)  # A stand-in for dlogits.
 
-      def f(x, w, g):
-        return x @ w, g @ w.T, x.T @ g
-      fn, fargs = jax.jit(f), (xj, wj, g)
+      def f(x, g, *heads):
+        return [(x @ w, g @ w.T, x.T @ g) for w in heads[::2]]
+      fn, fargs = jax.jit(f), (xj, g) + heads
     elif args.variant == "gemm_chunked":
-      def f(x, w, b):
+      def f(x, *heads):
         def body(carry, start, kc, bc):
           dx, dk = carry
           z = x @ kc + bc
           dk = jax.lax.dynamic_update_slice_in_dim(dk, x.T @ z, start, axis=1)
           return dx + z @ kc.T, dk
-        return fused.for_each_chunk(w, b, cs, body, (jnp.zeros_like(x), jnp.zeros_like(w)))
-      fn, fargs = jax.jit(f), (xj, wj, bj)
+        return [fused.for_each_chunk(w, b, cs, body, (jnp.zeros_like(x), jnp.zeros_like(w)))
+                for w, b in zip(heads[::2], heads[1::2])]
+      fn, fargs = jax.jit(f), (xj,) + heads
     else:
       if args.variant == "fused":
-        loss_fn = {"bce": fused.linear_sigmoid_bce, "softmax": fused.linear_softmax_xent}[args.loss]
-        obj = lambda x, w, b: loss_fn(x, w, b, idj, chunk_size=cs).mean()
+        loss_fn = {"bce": fused.linear_sigmoid_bce, "softmax": fused.linear_softmax_xent,
+                   "two_head": fused_two_head.linear_two_head_average_k}[args.loss]
+        obj = lambda x, *h: loss_fn(x, *h, idj, chunk_size=cs, **kw).mean()
       elif args.variant == "reduced":
         loss_fn = {"bce": fused.linear_sigmoid_bce_reduced,
-                   "softmax": fused.linear_softmax_xent_reduced}[args.loss]
-        obj = lambda x, w, b: loss_fn(x, w, b, idj, chunk_size=cs)
+                   "softmax": fused.linear_softmax_xent_reduced,
+                   "two_head": fused_two_head.linear_two_head_average_k_reduced}[args.loss]
+        obj = lambda x, *h: loss_fn(x, *h, idj, chunk_size=cs, **kw)
       else:
-        def obj(x, w, b, ids):  # ids traced: ids_to_dense runs inside the jit.
-          z = x @ w + b
+        def obj(x, *heads_and_ids):  # ids traced: ids_to_dense runs inside the jit.
+          *h, ids = heads_and_ids
+          z = x @ h[0] + h[1]
+          if args.loss == "two_head":
+            return two_head.two_head_average_k(z, x @ h[2] + h[3], ids, k=TWO_HEAD_K).mean()
           y = labels_lib.ids_to_dense(ids, args.C)
           if args.loss == "bce":
             return optax.sigmoid_binary_cross_entropy(z, y).sum(-1).mean()
           return optax.softmax_cross_entropy(z, y / y.sum(-1, keepdims=True)).mean()
-      fargs = (xj, wj, bj, idj) if args.variant == "dense" else (xj, wj, bj)
-      fn = jax.jit(jax.value_and_grad(obj, argnums=(0, 1, 2)))
+      fargs = (xj,) + heads + ((idj,) if args.variant == "dense" else ())
+      fn = jax.jit(jax.value_and_grad(obj, argnums=tuple(range(1 + len(heads)))))
     mem = fn.lower(*fargs).compile().memory_analysis()
     out["temp_bytes"] = int(mem.temp_size_in_bytes) if mem is not None else None
     if args.compile_only:
@@ -167,6 +192,8 @@ def main():
   p.add_argument("--runs", type=int, default=5)
   p.add_argument("--chunk_size", type=int, default=4096)
   p.add_argument("--out", default=None)
+  p.add_argument("--losses", default="bce,softmax",
+                 help=f"comma-separated, from {LOSSES}")
   args = p.parse_args()
   if args.child:
     return child(args)
@@ -175,10 +202,14 @@ def main():
     sizes, runs, big = [(256, 128, 4096), (256, 128, 16384)], 3, (64, 64, 65536)
   else:
     sizes, runs, big = [(1024, 512, c) for c in (4096, 32768, 131072)], 5, (256, 256, 1 << 20)
+  losses = args.losses.split(",")
+  if set(losses) - set(LOSSES):
+    p.error(f"--losses {args.losses!r}: choose from {LOSSES}")
   rows = []
-  for loss in ("bce", "softmax"):
+  for loss in losses:
+    variants = [v for v in VARIANTS if not (loss == "two_head" and v == "torch")]
     for (b, d, c) in sizes:
-      res = {v: run_child(loss, v, b, d, c, runs, args.chunk_size) for v in VARIANTS}
+      res = {v: run_child(loss, v, b, d, c, runs, args.chunk_size) for v in variants}
       rows.append(res)
       _print_row(loss, b, d, c, res)
     b, d, c = big
@@ -190,7 +221,7 @@ def main():
 
   info = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
           "platform": platform.platform(), "python": platform.python_version(),
-          "chunk_size": args.chunk_size, "quick": args.quick,
+          "chunk_size": args.chunk_size, "quick": args.quick, "losses": losses,
           "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
   try:
     import jax

@@ -234,13 +234,13 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
     """Per-row top-r (scores, ids, counts) from the fused head: no [B, C] array."""
     variables = {"params": state["params"], **state["model_state"]}
     outputs = model.apply(variables, batch, skip_heads=builders.fused_heads(objective))
-    kernel, bias = models.head_params(state["params"], "logits")
     x = outputs["pre_logits"].astype(jnp.float32)
     chunk = config.head.chunk_size
     if objective.name == "two_head":  # Scores: sigmoid of the multi-label head (monotone).
       kernel, bias = models.head_params(state["params"], "multilabel_logits")
       logits, ids = streaming_top_k.linear_top_k(x, kernel, bias, top_r, chunk_size=chunk)
       return jax.nn.sigmoid(logits), ids, None
+    kernel, bias = models.head_params(state["params"], "logits")
     if config.mesh.classes > 1:
       logits, ids = sharded_head.sharded_linear_top_k(x, kernel, bias, top_r, mesh=mesh,
                                                       chunk_size=chunk, batch_axis="data")
