@@ -41,6 +41,7 @@ Temporary memory is ``O(B * chunk_size + k B)`` plus the kernel gradients. Ids f
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +52,17 @@ from multilabel_jax.losses import fused
 from multilabel_jax.losses import streaming_top_k
 
 _F32 = jnp.float32
+
+
+class _RowConstants(NamedTuple):
+  """What pass 3 needs besides the logits; none of it is differentiated."""
+  label_ids: jax.Array    # int [B, L]
+  keep: jax.Array         # bool [B, L]: valid, first occurrence in the row
+  keep_active: jax.Array  # bool [B, L]: keep, in an active row (observed labels)
+  active: jax.Array       # bool [B]: the rows taking part (``where``)
+  lse: jax.Array          # f32 [B]: softmax row logsumexp (pass 1)
+  threshold: jax.Array    # f32 scalar: pseudo-label threshold (pass 2)
+  inv_n: jax.Array        # f32 [B]: 1 / #labels, 0 for rows without labels
 
 
 def _check(x, softmax_kernel, softmax_bias, multilabel_kernel, multilabel_bias, label_ids,
@@ -76,34 +88,35 @@ def _prepare(x, softmax_kernel, softmax_bias, label_ids, k, chunk_size, where, b
   keep = fused.valid_ids_mask(label_ids, c)
   n = jnp.sum(keep, axis=1)
   inv_n = jnp.where(n > 0, 1.0 / jnp.maximum(n, 1).astype(_F32), 0.0)  # 0: no softmax term.
-  return (label_ids, keep, keep & active[:, None], active, lse, threshold, inv_n)
+  return _RowConstants(label_ids, keep, keep & active[:, None], active, lse, threshold, inv_n)
 
 
-def _chunk_terms(zs, zm, start, aux, weights=None, weight=None):
+def _chunk_terms(zs, zm, start, consts, weights=None, weight=None):
   """Pass 3 on one chunk of logits ``zs``, ``zm`` (``[B, w]`` f32).
 
   Returns ``(stats, dz)``: ``stats = (softmax positive logit sum, sum softplus(zm),
   sum of zm over the targets)``, each ``[B]``; with ``weights [B]``, ``dz = (dzs, dzm)``, the
   gradient of ``sum_b weights_b loss_b`` w.r.t. the chunk logits (else None).
   """
-  ids, keep, keep_active, active, lse, threshold, inv_n = aux
+  ids, keep, keep_active, active, lse, threshold, inv_n = consts
   cand = streaming_top_k.average_k_candidates(zs, lse, ids, keep_active, active, start)
   mined = (cand >= threshold) & (cand >= 0.0)  # Observed pairs and inactive rows are -1.
-  softplus, sig = fused._softplus_sigmoid(zm, weights is not None)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  softplus, sig = fused._softplus_sigmoid(zm, weights is not None)
   stats = (fused.gather_positives(zs, ids, keep, start), jnp.sum(softplus, 1),
            fused.gather_positives(zm, ids, keep_active, start)
            + jnp.sum(jnp.where(mined, zm, 0.0), 1))
   if weights is None:
     return stats, None
-  ws = weights * (inv_n > 0)
-  dzs = ws[:, None] * jnp.exp(zs - lse[:, None])
+  w_soft = weights * (inv_n > 0)  # Rows without labels have no softmax term.
+  dzs = w_soft[:, None] * jnp.exp(zs - lse[:, None])
   dzs = fused.scatter_positives(dzs, ids, keep, start, weights * inv_n)
-  wm = weights * weight
-  dzm = wm[:, None] * (sig - mined.astype(_F32))
-  return stats, (dzs, fused.scatter_positives(dzm, ids, keep_active, start, wm))
+  w_bce = weights * weight
+  dzm = w_bce[:, None] * (sig - mined.astype(_F32))
+  return stats, (dzs, fused.scatter_positives(dzm, ids, keep_active, start, w_bce))
 
 
-def _two_head_pass(chunk_size, x, heads, aux, weights=None, weight=None):
+def _two_head_pass(chunk_size, x, heads, consts, weights=None, weight=None):
   """Pass 3 over both heads' class chunks (2 GEMMs; 6 with ``weights``: + dX, dW of each).
 
   Returns ``(stats, grads)``, ``stats`` as in :func:`_chunk_terms` and ``grads = (dx,
@@ -121,7 +134,7 @@ def _two_head_pass(chunk_size, x, heads, aux, weights=None, weight=None):
     kmc = lax.dynamic_slice_in_dim(wm, start, width, axis=1)
     bmc = lax.dynamic_slice_in_dim(bm, start, width, axis=0)
     zs, zm = fused.logits_chunk(xs, ksc, bsc), fused.logits_chunk(xm, kmc, bmc)
-    new, dz = _chunk_terms(zs, zm, start, aux, weights, weight)
+    new, dz = _chunk_terms(zs, zm, start, consts, weights, weight)
     stats = tuple(s + n for s, n in zip(stats, new))
     if with_grads:
       dx, dws, dbs, dwm, dbm = grads
@@ -139,34 +152,35 @@ def _two_head_pass(chunk_size, x, heads, aux, weights=None, weight=None):
   return stats, grads or None
 
 
-def _row_losses(stats, aux, weight):
+def _row_losses(stats, consts, weight):
   """``(loss [B], bce [B])`` from the pass-3 stats."""
   pos_s, softplus, pos_m = stats
-  _, _, _, _, lse, _, inv_n = aux
-  softmax_term = jnp.where(inv_n > 0, lse - pos_s * inv_n, 0.0)
+  softmax_term = jnp.where(consts.inv_n > 0, consts.lse - pos_s * consts.inv_n, 0.0)
   bce = softplus - pos_m
   return softmax_term + weight * bce, bce
 
 
 # ----------------------------------------------------------------------------- per-example
 
+_NO_GRAD = _RowConstants(*(None,) * len(_RowConstants._fields))
+
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _rows(chunk_size, x, heads, weight, aux):
-  return _rows_fwd(chunk_size, x, heads, weight, aux)[0]
+def _rows(chunk_size, x, heads, weight, consts):
+  return _rows_fwd(chunk_size, x, heads, weight, consts)[0]
 
 
-def _rows_fwd(chunk_size, x, heads, weight, aux):
-  stats, _ = _two_head_pass(chunk_size, x, heads, aux)
-  loss, bce = _row_losses(stats, aux, weight)
-  return loss, (x, heads, weight, aux, bce)
+def _rows_fwd(chunk_size, x, heads, weight, consts):
+  stats, _ = _two_head_pass(chunk_size, x, heads, consts)
+  loss, bce = _row_losses(stats, consts, weight)
+  return loss, (x, heads, weight, consts, bce)
 
 
 def _rows_bwd(chunk_size, res, g):
-  x, heads, weight, aux, bce = res
+  x, heads, weight, consts, bce = res
   # The gradient of sum_b g_b loss_b is pass 3 with weights g (recomputes both heads' chunks).
-  _, (dx, *dheads) = _two_head_pass(chunk_size, x, heads, aux, g, weight)
-  return dx, tuple(dheads), jnp.sum(g * bce), (None,) * len(aux)
+  _, (dx, *dheads) = _two_head_pass(chunk_size, x, heads, consts, g, weight)
+  return dx, tuple(dheads), jnp.sum(g * bce), _NO_GRAD
 
 
 _rows.defvjp(_rows_fwd, _rows_bwd)
@@ -200,9 +214,9 @@ def linear_two_head_average_k(x, softmax_kernel, softmax_bias, multilabel_kernel
   """
   b, c, where = _check(x, softmax_kernel, softmax_bias, multilabel_kernel, multilabel_bias,
                        label_ids, k, chunk_size, where)
-  aux = _prepare(x, softmax_kernel, softmax_bias, label_ids, k, chunk_size, where, b, c)
+  consts = _prepare(x, softmax_kernel, softmax_bias, label_ids, k, chunk_size, where, b, c)
   heads = (softmax_kernel, softmax_bias, multilabel_kernel, multilabel_bias)
-  loss = _rows(chunk_size, x, heads, jnp.asarray(weight, _F32), aux)
+  loss = _rows(chunk_size, x, heads, jnp.asarray(weight, _F32), consts)
   return loss if where is None else jnp.where(where, loss, 0.0)
 
 
@@ -210,21 +224,20 @@ def linear_two_head_average_k(x, softmax_kernel, softmax_bias, multilabel_kernel
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _total(chunk_size, x, heads, weights, weight, aux):
-  return _total_fwd(chunk_size, x, heads, weights, weight, aux)[0]
+def _total(chunk_size, x, heads, weights, weight, consts):
+  return _total_fwd(chunk_size, x, heads, weights, weight, consts)[0]
 
 
-def _total_fwd(chunk_size, x, heads, weights, weight, aux):
-  stats, grads = _two_head_pass(chunk_size, x, heads, aux, weights, weight)
-  loss, bce = _row_losses(stats, aux, weight)
+def _total_fwd(chunk_size, x, heads, weights, weight, consts):
+  stats, grads = _two_head_pass(chunk_size, x, heads, consts, weights, weight)
+  loss, bce = _row_losses(stats, consts, weight)
   return jnp.sum(weights * loss), (grads, loss.astype(weights.dtype), jnp.sum(weights * bce))
 
 
 def _total_bwd(chunk_size, res, g):
   (dx, *dheads), loss, d_weight = res
   scale = lambda a: (g * a.astype(_F32)).astype(a.dtype)
-  return (scale(dx), tuple(scale(a) for a in dheads), g * loss, g * d_weight,
-          (None,) * 7)
+  return scale(dx), tuple(scale(a) for a in dheads), g * loss, g * d_weight, _NO_GRAD
 
 
 _total.defvjp(_total_fwd, _total_bwd)
@@ -258,6 +271,6 @@ def linear_two_head_average_k_reduced(x, softmax_kernel, softmax_bias, multilabe
   b, c, where = _check(x, softmax_kernel, softmax_bias, multilabel_kernel, multilabel_bias,
                        label_ids, k, chunk_size, where)
   weights = fused._check_weights(weights, where, b)  # pylint: disable=protected-access
-  aux = _prepare(x, softmax_kernel, softmax_bias, label_ids, k, chunk_size, where, b, c)
+  consts = _prepare(x, softmax_kernel, softmax_bias, label_ids, k, chunk_size, where, b, c)
   heads = (softmax_kernel, softmax_bias, multilabel_kernel, multilabel_bias)
-  return _total(chunk_size, x, heads, weights, jnp.asarray(weight, _F32), aux)
+  return _total(chunk_size, x, heads, weights, jnp.asarray(weight, _F32), consts)
