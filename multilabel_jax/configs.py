@@ -78,6 +78,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.validation_examples = 2000  # Used for calibration and periodic eval (0: all).
   c.eval.test_examples = 0           # 0: the whole test split.
   c.eval.max_set_size = 64           # Slots of variable-size decoders (overflow counted).
+  c.eval.average_ks = (1, 3, 5)      # Extra average-K decoders at these mean set sizes.
+  c.eval.frequency_buckets = 3       # Per-bucket test metrics by train frequency (0: none).
   c.eval.oracle = True               # Compare with the simulator's Bayes-optimal scores.
   return c
 

@@ -383,6 +383,9 @@ def final_evaluation(config, source, eval_data, objective, predict, label_stats,
   common = dict(num_classes=info.num_classes, top_ks=config.eval.top_ks,
                 max_examples=config.eval.test_examples,
                 propensity=label_stats.propensities())
+  if config.eval.frequency_buckets:
+    common["class_buckets"] = evaluate.frequency_buckets(label_stats.counts,
+                                                         config.eval.frequency_buckets)
 
   def k_average(val_labels):
     return objective.options["k"] if objective.name == "two_head" else evaluate.mean_labels(
@@ -395,28 +398,34 @@ def final_evaluation(config, source, eval_data, objective, predict, label_stats,
       values, val_labels, _ = evaluate.collect(lambda b: predictor(b)[:2], val_iter,
                                                config.eval.validation_examples)
       k_avg = k_average(val_labels)
-      try:
-        t_avg = decoders_lib.calibrate_average_k(values, k_avg, num_classes=info.num_classes)
-      except ValueError as e:  # Sets longer than r: say so rather than report a wrong number.
-        logging.warning("average-K not evaluated: %s", e)
-        t_avg = None
+      def average_k_threshold(k):
+        try:
+          return decoders_lib.calibrate_average_k(values, k, num_classes=info.num_classes)
+        except ValueError as e:  # Sets longer than r: say so rather than report a wrong number.
+          logging.warning("average-K (K=%s) not evaluated: %s", k, e)
+          return None
+
+      t_avg = average_k_threshold(k_avg)
+      t_at = {int(k): average_k_threshold(k) for k in config.eval.average_ks}
       decoders = evaluate.top_decoders(
           threshold_t=None if name == "embedding" else 0.5, average_k_t=t_avg,
-          top_ks=[k for k in config.eval.top_ks if k <= values.shape[1]], has_counts=has_counts)
+          top_ks=[k for k in config.eval.top_ks if k <= values.shape[1]], has_counts=has_counts,
+          average_k_at={k: t for k, t in t_at.items() if t is not None})
       result = evaluate.evaluate_top(predictor, eval_data.eval_iter("test"), decoders=decoders,
                                      **common)
       return {"k": k_avg, "threshold": t_avg}, result
     val_scores, val_labels, _ = evaluate.collect(predictor, val_iter,
                                                  config.eval.validation_examples)
     k_avg = k_average(val_labels)
-    calibration = evaluate.calibrate(val_scores, val_labels, k=k_avg)
+    calibration = evaluate.calibrate(val_scores, val_labels, k=k_avg,
+                                     average_ks=config.eval.average_ks)
     del val_scores
     decoders = evaluate.make_decoders(
         objective_name=name, has_counts=has_counts, calibration=calibration,
         top_ks=config.eval.top_ks, max_set_size=config.eval.max_set_size,
         num_classes=info.num_classes)
     result = evaluate.evaluate(predictor, eval_data.eval_iter("test"), decoders=decoders,
-                               bin_edges=bin_edges, **common)
+                               bin_edges=bin_edges, pr_curve=True, **common)
     return calibration["average_k"], result
 
   average_k, test = run(predict, objective.name, objective.counts_fn is not None,

@@ -43,6 +43,7 @@ def test_top_path_equals_dense_path():
                                      has_counts=True),
       num_classes=c, top_ks=(1, 3, 5), propensity=propensity)
   assert top["num_examples"] == dense["num_examples"] == n
+  assert top["set_size_counts"] == dense["set_size_counts"]
   for key, value in top["ranking"].items():
     assert value == pytest.approx(dense["ranking"][key], rel=1e-5, abs=1e-6), key
   # Truncation differs by design: the dense path counts dropped labels, the top path
@@ -55,3 +56,68 @@ def test_top_path_equals_dense_path():
       if key == "num_truncated" and name != "top_3":
         continue
       assert value == pytest.approx(dense["decoders"][name][key], rel=1e-5, abs=1e-6), (name, key)
+
+
+def test_frequency_buckets_split_label_mass():
+  counts = np.array([100, 0, 30, 30, 20, 10, 5, 5])  # Total 200.
+  buckets = evaluate.frequency_buckets(counts, 3)
+  assert buckets.tolist() == [2, 0, 1, 1, 0, 0, 0, 0]  # 100 | 30+30 | the rest.
+  with pytest.raises(ValueError, match="num_buckets"):
+    evaluate.frequency_buckets(counts, 0)
+
+
+def test_bucket_metrics_and_pr_curve_match_sklearn():
+  metrics_lib = pytest.importorskip("sklearn.metrics")
+  rng = np.random.default_rng(1)
+  n, c = 60, 12
+  # Distinct scores per class on a grid, and edges between grid points: every bin holds one
+  # score, so the histogram AP is exact.
+  scores = np.stack([rng.permutation(n) for _ in range(c)], 1).astype(np.float32) / n
+  edges = (np.arange(n - 1) + 0.5) / n
+  dense = (rng.uniform(size=(n, c)) < 0.25).astype(int)
+  dense[:, 7] = 0  # A class without positives is left out of its bucket's mAP.
+  labels = np.where(dense, np.arange(c), -1).astype(np.int32)
+  buckets = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
+  t = 0.6
+  result = evaluate.evaluate(
+      lambda b: (b["scores"], None), batches(scores, labels, 16),
+      decoders={"thr": lambda s, cnt: decoders_lib.threshold(s, t, max_labels=c)},
+      num_classes=c, top_ks=(1,), bin_edges=edges, class_buckets=buckets, pr_curve=True)
+  b = result["buckets"]
+  assert b["num_classes"] == [4, 4, 4]
+  assert b["num_positives"] == [dense[:, buckets == i].sum() for i in range(3)]
+  ap = np.array([metrics_lib.average_precision_score(dense[:, j], scores[:, j])
+                 if dense[:, j].any() else np.nan for j in range(c)])
+  for i in range(3):
+    assert b["map"][i] == pytest.approx(np.nanmean(ap[buckets == i]), abs=1e-6)
+  pred = (scores >= t).astype(int)
+  for i in range(3):
+    cols = buckets == i
+    assert b["decoders"]["thr"]["recall_micro"][i] == pytest.approx(
+        metrics_lib.recall_score(dense[:, cols], pred[:, cols], average="micro"))
+    used = cols & ((dense + pred).sum(0) > 0)
+    assert b["decoders"]["thr"]["f1_macro"][i] == pytest.approx(
+        metrics_lib.f1_score(dense[:, used], pred[:, used], average="macro"))
+  sizes = result["set_size_counts"]
+  assert sizes["thr"] == np.bincount(pred.sum(1)).tolist()
+  assert sizes["labels"] == np.bincount(dense.sum(1)).tolist()
+  curve = result["pr_curve"]
+  for thr, p, r in zip(curve["threshold"], curve["precision"], curve["recall"]):
+    sel = scores >= thr
+    assert p == pytest.approx((dense & sel).sum() / max(sel.sum(), 1) if sel.any() else 1.0)
+    assert r == pytest.approx((dense & sel).sum() / dense.sum())
+  assert curve["threshold"] == sorted(curve["threshold"], reverse=True)
+
+
+def test_calibrate_average_k_at_fixed_sizes():
+  rng = np.random.default_rng(2)
+  scores = rng.uniform(size=(50, 20)).astype(np.float32)
+  labels = rng.integers(-1, 20, size=(50, 3)).astype(np.int32)
+  cal = evaluate.calibrate(scores, labels, k=2.0, average_ks=(1, 3, 5, 50))
+  assert sorted(cal["average_k_at"]) == [1, 3, 5]  # K > C is skipped.
+  decoders = evaluate.make_decoders(objective_name="softmax", has_counts=False,
+                                    calibration=cal, top_ks=(1,), max_set_size=20,
+                                    num_classes=20)
+  for k in (1, 3, 5):
+    sets = decoders[f"average_k_{k}"](scores, None)
+    assert float(np.asarray(sets.mask).sum(1).mean()) == pytest.approx(k)
