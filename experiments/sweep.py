@@ -1,0 +1,266 @@
+r"""The results sweep behind docs/RESULTS.md: every objective on every dataset, with seeds.
+
+  python -m experiments.sweep --out=results                 # everything not yet stored
+  python -m experiments.sweep --out=results --only=hw1k     # runs whose name contains hw1k
+  python -m experiments.sweep --out=results --dry_run       # list the runs and their state
+  python -m experiments.results_report --results=results    # docs/RESULTS.md, plots, README
+
+Each run trains with :func:`multilabel_jax.train.train_and_evaluate` in a scratch workdir
+(deleted afterwards: checkpoints are not kept) and stores its report, rounded, as
+``<out>/<group>/<name>.json``. Runs whose JSON exists are skipped, so an interrupted sweep
+resumes where it stopped; delete a file to redo that run.
+
+Groups (see :func:`plan`):
+
+* ``main``: the nine objectives on debtags and on hashtag_world at 1k, 20k and 100k
+  classes (the 100k row uses the fused head where the objective has one), with seeds.
+* ``ambiguity``: two_head vs softmax on hashtag_world (1k classes) at three ambiguity
+  levels, set by the simulator's synonym group size and feature noise.
+* ``baseline``: one-vs-rest logistic regression on debtags' TF-IDF features
+  (:mod:`experiments.ovr_baseline`).
+
+On the 2-core CPU machine the step counts are shrunk (not the class counts); a preset
+holds them. ``--preset=accelerator`` has the longer schedules for a GPU/TPU host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import pathlib
+import shutil
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional
+
+import jax
+from absl import app, flags, logging
+
+from experiments import debtags, hashtag_pretrain, ovr_baseline
+from multilabel_jax import losses, train
+
+OBJECTIVES = ("sigmoid", "softmax", "embedding", "two_head", "count_distribution", "abs_kl",
+              "focal", "asl", "zlpr")
+# Ambiguity levels of the simulator: (synonym group size, feature noise).
+AMBIGUITY = {"low": (1, 0.15), "mid": (2, 0.25), "high": (4, 0.4)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+  """How long one run of a dataset row trains, and how much it evaluates."""
+  steps: int
+  seeds: int
+  num_classes: int = 0        # hashtag_world only.
+  batch_size: int = 256
+  num_validation: int = 1000  # hashtag_world only (debtags uses its fixed split).
+  num_test: int = 2000        # hashtag_world only.
+  num_evals: int = 8          # Periodic validation points (convergence curve).
+  widths: tuple = (512,)
+
+
+# Step counts, seeds and eval sizes per preset; the rows are datasets.
+PRESETS: Dict[str, Dict[str, Scale]] = {
+    # The shared 2-core CPU machine: steps shrunk to fit about an hour in all.
+    "cpu": {
+        "debtags": Scale(steps=300, seeds=3, batch_size=128, num_evals=3),
+        "hw1k": Scale(steps=150, seeds=3, num_classes=1_000, num_validation=500,
+                      num_test=1000, num_evals=3),
+        "hw20k": Scale(steps=120, seeds=3, num_classes=20_000, num_validation=500,
+                       num_test=1000, num_evals=3),
+        "hw100k": Scale(steps=60, seeds=1, num_classes=100_000, num_validation=500,
+                        num_test=1000, num_evals=2),
+        "ambiguity": Scale(steps=150, seeds=3, num_classes=1_000, num_validation=500,
+                           num_test=1000, num_evals=3),
+    },
+    "accelerator": {
+        "debtags": Scale(steps=8000, seeds=5, batch_size=128),
+        "hw1k": Scale(steps=5000, seeds=5, num_classes=1_000),
+        "hw20k": Scale(steps=20_000, seeds=5, num_classes=20_000, num_test=10_000),
+        "hw100k": Scale(steps=50_000, seeds=3, num_classes=100_000, batch_size=1024,
+                        num_test=10_000, num_validation=5000, widths=(1024, 1024)),
+        "ambiguity": Scale(steps=5000, seeds=5, num_classes=1_000),
+    },
+    # For tests: seconds in all.
+    "tiny": {
+        "hw1k": Scale(steps=2, seeds=2, num_classes=48, batch_size=16, num_validation=64,
+                      num_test=64, num_evals=2, widths=(16,)),
+        "ambiguity": Scale(steps=2, seeds=1, num_classes=48, batch_size=16, num_validation=64,
+                           num_test=64, num_evals=2, widths=(16,)),
+    },
+}
+# Run order: one seed of every row first, so a sweep cut short still has every claim's
+# evidence at one seed; then the seeds that the verdicts need. (row, seed) pairs; "ambiguity" is the ambiguity group.
+ORDER = (("hw1k", 0), ("ambiguity", 0), ("debtags", 0), ("baseline", 0), ("hw20k", 0),
+         ("ambiguity", 1), ("hw1k", 1), ("ambiguity", 2), ("hw1k", 2), ("hw20k", 1),
+         ("debtags", 1), ("hw20k", 2), ("debtags", 2), ("hw100k", 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  group: str
+  name: str
+  make_config: Optional[Callable] = None  # None: the OvR baseline.
+  meta: dict = dataclasses.field(default_factory=dict)
+
+  def path(self, out) -> pathlib.Path:
+    return pathlib.Path(out) / self.group / f"{self.name}.json"
+
+
+def _finish(c, scale: Scale, seed: int):
+  """Fields shared by every sweep run: seed, schedule, periodic eval, few checkpoints."""
+  c.seed = seed
+  c.total_steps = scale.steps
+  c.batch_size = scale.batch_size
+  c.optimizer.warmup_steps = max(1, min(c.optimizer.warmup_steps, scale.steps // 10))
+  c.eval_every = max(1, scale.steps // scale.num_evals)
+  c.log_every = c.eval_every
+  c.checkpoint_every = scale.steps
+  c.keep_checkpoints = 1
+  c.async_checkpoints = False
+  return c
+
+
+def hashtag_config(objective: str, seed: int, scale: Scale, *, group_size: int = 2,
+                   noise: float = 0.25, oracle: bool = True):
+  """hashtag_world (world seed fixed at 0: seeds vary the init and the data order)."""
+  c = hashtag_pretrain.get_config(f"loss={objective}")
+  c.data.options.update(num_classes=scale.num_classes, num_validation=scale.num_validation,
+                        num_test=scale.num_test, group_size=group_size, noise=noise, seed=0)
+  c.model_options = dict(widths=tuple(scale.widths))
+  c.eval.validation_examples = scale.num_validation
+  c.data.stats_examples = min(c.data.stats_examples, 10 * scale.num_validation)
+  c.eval.oracle = oracle
+  if objective == "embedding" and scale.widths[0] < 128:
+    c.objective_options = dict(dim=8)
+  return _finish(c, scale, seed)
+
+
+def debtags_config(objective: str, seed: int, scale: Scale):
+  c = debtags.get_config(f"loss={objective}")
+  return _finish(c, scale, seed)
+
+
+def plan(preset: str = "cpu") -> List[Run]:
+  """Every run of a preset, in the order the sweep runs them (see ``ORDER``)."""
+  if preset not in PRESETS:
+    raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {preset!r}.")
+  assert set(OBJECTIVES) == set(losses.OBJECTIVES), "the sweep must cover every objective"
+  scales = PRESETS[preset]
+  order = [(r, s) for r, s in ORDER if r in scales or (r == "baseline" and "debtags" in scales)]
+  order += [(r, s) for r in scales for s in range(scales[r].seeds) if (r, s) not in ORDER]
+  runs = []
+  for row, seed in order:
+    if row == "baseline":
+      runs.append(Run("baseline", "debtags_ovr_logreg", None, {"dataset": "debtags"}))
+      continue
+    scale = scales[row]
+    if seed >= scale.seeds:
+      continue
+    if row == "ambiguity":
+      for level, (group_size, noise) in AMBIGUITY.items():
+        for objective in ("softmax", "two_head"):
+          make = functools.partial(hashtag_config, objective, seed, scale,
+                                   group_size=group_size, noise=noise, oracle=False)
+          runs.append(Run("ambiguity", f"{level}_{objective}_s{seed}", make,
+                          {"level": level, "group_size": group_size, "noise": noise,
+                           "objective": objective, "seed": seed}))
+      continue
+    for objective in OBJECTIVES:
+      if row == "debtags":
+        make = functools.partial(debtags_config, objective, seed, scale)
+      else:  # The oracle does not depend on the objective: evaluate it once per row.
+        make = functools.partial(hashtag_config, objective, seed, scale,
+                                 oracle=objective == "softmax" and seed == 0)
+      runs.append(Run("main", f"{row}_{objective}_s{seed}", make,
+                      {"dataset": row, "objective": objective, "seed": seed}))
+  return runs
+
+
+def compact(report: dict, digits: int = 5) -> dict:
+  """The report with floats rounded (the stored JSON stays small and diffable)."""
+  if isinstance(report, dict):
+    return {k: compact(v, digits) for k, v in report.items()}
+  if isinstance(report, (list, tuple)):
+    return [compact(v, digits) for v in report]
+  if isinstance(report, float):
+    return round(report, digits)
+  return report
+
+
+def _write_json(path: pathlib.Path, data: dict) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=float))
+  tmp.replace(path)  # Atomic: a killed sweep never leaves a half-written result.
+
+
+def run_one(run: Run, out, *, preset: str, scratch=None) -> dict:
+  """Trains (or fits the baseline), stores ``<out>/<group>/<name>.json``, returns it."""
+  start = time.time()
+  if run.make_config is None:
+    report = ovr_baseline.run(tiny=preset == "tiny")
+  else:
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"{run.name}-", dir=scratch))
+    try:
+      report = train.train_and_evaluate(run.make_config(), workdir)
+    finally:
+      shutil.rmtree(workdir, ignore_errors=True)
+  report = dict(report, sweep=dict(run.meta, group=run.group, name=run.name, preset=preset,
+                                   wall_seconds=time.time() - start))
+  report = compact(report)
+  _write_json(run.path(out), report)
+  return report
+
+
+def run_sweep(out, *, preset: str = "cpu", only: str = "", scratch=None,
+              dry_run: bool = False, shard: str = "0/1") -> List[str]:
+  """Runs every planned run whose result is missing. Returns the names it ran.
+
+  ``shard``: "i/n" runs every n-th planned run from the i-th (parallel sweep processes).
+  """
+  done = []
+  index, _, count = shard.partition("/")
+  index, count = int(index), int(count or 1)
+  if not 0 <= index < count:
+    raise ValueError(f"`shard` must be 'i/n' with 0 <= i < n, got {shard!r}.")
+  runs = [r for r in plan(preset) if only in r.name or only == r.group][index::count]
+  for i, run in enumerate(runs):
+    if run.path(out).exists():
+      logging.info("[%d/%d] %s: stored, skipped", i + 1, len(runs), run.name)
+      continue
+    if dry_run:
+      print(f"to run: {run.group}/{run.name}")
+      continue
+    logging.info("[%d/%d] %s: running", i + 1, len(runs), run.name)
+    report = run_one(run, out, preset=preset, scratch=scratch)
+    print(f"[{i + 1}/{len(runs)}] {run.group}/{run.name}: "
+          f"{report['sweep']['wall_seconds']:.0f} s, test P@1 "
+          f"{report['test']['ranking']['precision_at_1']:.4f}", flush=True)
+    done.append(run.name)
+  return done
+
+
+_OUT = flags.DEFINE_string("out", "results", "Folder of the stored run reports.")
+_PRESET = flags.DEFINE_enum("preset", "cpu", list(PRESETS), "Steps, seeds and eval sizes.")
+_ONLY = flags.DEFINE_string("only", "", "Run only runs whose name contains this (or group).")
+_SCRATCH = flags.DEFINE_string("scratch", None, "Where the temporary workdirs go.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs still to do; train nothing.")
+_SHARD = flags.DEFINE_string("shard", "0/1", "i/n: this process runs every n-th run from i.")
+_CACHE = flags.DEFINE_string("compilation_cache", "/tmp/multilabel_jax_jit_cache",
+                             "JAX persistent compilation cache ('' to disable): seeds and "
+                             "ambiguity levels reuse the compiled steps.")
+
+
+def main(argv):
+  del argv
+  if _CACHE.value:
+    jax.config.update("jax_compilation_cache_dir", _CACHE.value)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  ran = run_sweep(_OUT.value, preset=_PRESET.value, only=_ONLY.value, scratch=_SCRATCH.value,
+                  dry_run=_DRY_RUN.value, shard=_SHARD.value)
+  print(f"sweep: {len(ran)} runs done; results in {_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
