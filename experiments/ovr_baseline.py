@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 from multilabel_jax import evaluate, labels as labels_lib
-from multilabel_jax.data import debtags, memory
+from multilabel_jax.data import debtags, memory, pipeline
 
 C_GRID = (8.0,)  # One value: the shared CPU machine has no time for a search.
 
@@ -90,8 +90,8 @@ def run(*, tiny: bool = False, source: memory.ArraySource = None) -> dict:
        for s, d in split.items()}
   counts = y["train"].sum(0)
   n = len(y["train"])
-  propensity = 1.0 / (1.0 + (np.log(max(n, 2)) - 1) * 2.5 ** 0.55 *
-                      np.exp(-0.55 * np.log(counts + 1.5)))  # LabelStats.propensities().
+  propensity = pipeline.LabelStats(counts=counts, num_examples=n,
+                                   labels_per_example=np.zeros(1, np.int64)).propensities()
   grid = C_GRID[:1] if tiny else C_GRID
   best = None
   for c in grid:

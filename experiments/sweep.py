@@ -37,7 +37,7 @@ from typing import Callable, Dict, List, Optional
 import jax
 from absl import app, flags, logging
 
-from experiments import debtags, hashtag_pretrain, ovr_baseline
+from experiments import debtags, hashtag_pretrain
 from multilabel_jax import losses, train
 
 OBJECTIVES = ("sigmoid", "softmax", "embedding", "two_head", "count_distribution", "abs_kl",
@@ -90,10 +90,11 @@ PRESETS: Dict[str, Dict[str, Scale]] = {
     },
 }
 # Run order: one seed of every row first, so a sweep cut short still has every claim's
-# evidence at one seed; then the seeds that the verdicts need. (row, seed) pairs; "ambiguity" is the ambiguity group.
+# evidence at one seed; then the seeds that the verdicts need. (row, seed) pairs;
+# "ambiguity" is the ambiguity group.
 ORDER = (("hw1k", 0), ("ambiguity", 0), ("debtags", 0), ("baseline", 0), ("hw20k", 0),
-         ("ambiguity", 1), ("hw1k", 1), ("ambiguity", 2), ("hw1k", 2), ("hw20k", 1),
-         ("debtags", 1), ("hw20k", 2), ("debtags", 2), ("hw100k", 0))
+         ("hw100k", 0), ("ambiguity", 1), ("hw1k", 1), ("ambiguity", 2), ("hw1k", 2),
+         ("hw20k", 1), ("hw20k", 2), ("debtags", 1), ("debtags", 2))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +200,7 @@ def run_one(run: Run, out, *, preset: str, scratch=None) -> dict:
   """Trains (or fits the baseline), stores ``<out>/<group>/<name>.json``, returns it."""
   start = time.time()
   if run.make_config is None:
+    from experiments import ovr_baseline  # pylint: disable=g-import-not-at-top  (sklearn)
     report = ovr_baseline.run(tiny=preset == "tiny")
   else:
     workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"{run.name}-", dir=scratch))

@@ -1,0 +1,155 @@
+"""Reading the sweep's stored reports: metric extraction, seed statistics and verdicts.
+
+Used by :mod:`experiments.results_report`. Definitions (also written into RESULTS.md):
+
+* Ranking metrics (P@k, nDCG@5, PSP@5, mAP) are properties of the scores, the same under
+  every decoder; set metrics (micro/macro-F1, mean set size) belong to a decoder.
+* **Average-K error at K** = 1 - average-K accuracy of the sets chosen by the global
+  threshold calibrated on validation so that sets hold K labels on average (decoder
+  ``average_k_<K>``): the fraction of true test labels that such sets miss.
+* **Steps to 90%**: the first periodic validation step whose validation mAP (P@1 where
+  the run has no mAP: the fused 100k head) reaches 90% of the run's final value.
+* **Verdict** of "A beats B": the per-seed differences ``d_s = A_s - B_s`` (same seed,
+  same data order), mean ``d`` and sample standard deviation ``s`` (ddof=1). Confirms if
+  ``d > 2 s``, refutes if ``d < -2 s``, otherwise inconclusive; with one seed,
+  "inconclusive (1 seed)", and such rows are left out of a claim's verdict, which is
+  "confirms" when all its primary comparisons confirm, "refutes" when all refute, else
+  inconclusive. Against a fixed number (a deterministic baseline or a published
+  reference) ``s`` is the seed spread of A.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+CONVERGENCE_FRACTION = 0.9
+ONE_SEED = "inconclusive (1 seed)"
+
+
+def load(results_dir) -> List[dict]:
+  """Every stored report under ``results_dir`` (``<group>/<name>.json``), sorted by name."""
+  paths = sorted(pathlib.Path(results_dir).glob("*/*.json"))
+  return [json.loads(p.read_text()) for p in paths]
+
+
+def by_key(reports, group: str, key_fields: Sequence[str]) -> Dict[tuple, Dict[int, dict]]:
+  """``{(field values...): {seed: report}}`` for the reports of one sweep group."""
+  out = {}
+  for r in reports:
+    meta = r.get("sweep", {})
+    if meta.get("group") != group:
+      continue
+    key = tuple(meta.get(f) for f in key_fields)
+    out.setdefault(key, {})[meta.get("seed", 0)] = r
+  return out
+
+
+def ranking(report, name: str) -> float:
+  return report["test"]["ranking"].get(name, float("nan"))
+
+
+def decoder(report, dec: str, name: str) -> float:
+  return report["test"]["decoders"].get(dec, {}).get(name, float("nan"))
+
+
+def average_k_error(report, k: int) -> float:
+  return 1.0 - decoder(report, f"average_k_{k}", "average_k_accuracy")
+
+
+def top_k_error(report, k: int) -> float:
+  prefix = "nearest" if report.get("objective") == "embedding" else "top"
+  return 1.0 - decoder(report, f"{prefix}_{k}", "average_k_accuracy")
+
+
+def history_metric(report) -> str:
+  hist = report.get("validation_history") or [{}]
+  return "val_map" if "val_map" in hist[-1] else "val_precision_at_1"
+
+
+def steps_to_fraction(report, fraction: float = CONVERGENCE_FRACTION) -> float:
+  """First validation step reaching ``fraction`` of the final validation metric."""
+  hist = report.get("validation_history") or []
+  if not hist:
+    return float("nan")
+  key = history_metric(report)
+  final = hist[-1][key]
+  for h in hist:
+    if h[key] >= fraction * final:
+      return float(h["step"])
+  return float(hist[-1]["step"])
+
+
+def best_decoder(report, metric: str = "f1_micro") -> str:
+  decs = report["test"]["decoders"]
+  return max(decs, key=lambda d: decs[d].get(metric, -1.0))
+
+
+def bucket(report, name: str, dec: Optional[str] = None) -> List[float]:
+  b = report["test"].get("buckets", {})
+  if dec is None:
+    return b.get(name, [])
+  return b.get("decoders", {}).get(dec, {}).get(name, [])
+
+
+class Stat:
+  """Mean and sample spread (ddof=1) of per-seed values; NaNs are dropped."""
+
+  def __init__(self, values: Sequence[float]):
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], np.float64)
+    self.values = v
+    self.n = len(v)
+    self.mean = float(v.mean()) if self.n else float("nan")
+    self.sd = float(v.std(ddof=1)) if self.n > 1 else float("nan")
+
+  def fmt(self, digits: int = 3) -> str:
+    if not self.n:
+      return "n/a"
+    if self.n == 1:
+      return f"{self.mean:.{digits}f}"
+    return f"{self.mean:.{digits}f} ± {self.sd:.{digits}f}"
+
+
+def stat(runs: Dict[int, dict], fn) -> Stat:
+  return Stat([fn(r) for _, r in sorted(runs.items())])
+
+
+def paired(runs_a: Dict[int, dict], runs_b: Dict[int, dict], fn) -> Stat:
+  """Per-seed differences ``fn(a_s) - fn(b_s)`` over the seeds both have."""
+  seeds = sorted(set(runs_a) & set(runs_b))
+  return Stat([fn(runs_a[s]) - fn(runs_b[s]) for s in seeds])
+
+
+def verdict(diff: Stat, *, higher_is_better: bool = True, spread: Optional[float] = None) -> str:
+  """confirms / refutes / inconclusive for "A beats B" from a difference statistic.
+
+  ``spread``: the noise scale when ``diff`` is against a fixed number (else ``diff.sd``).
+  """
+  s = diff.sd if spread is None else spread
+  if diff.n == 0:
+    return "not run"
+  if diff.n < 2 or math.isnan(s):
+    return ONE_SEED
+  d = diff.mean if higher_is_better else -diff.mean
+  if d > 2 * s:
+    return "confirms"
+  if d < -2 * s:
+    return "refutes"
+  return "inconclusive"
+
+
+def combine(verdicts: Sequence[str]) -> str:
+  """All primary comparisons confirm -> confirms; all refute -> refutes; else
+  inconclusive (mixed or noisy). Comparisons not run or with one seed are ignored."""
+  v = [x for x in verdicts if x not in ("not run", ONE_SEED)]
+  if not v:
+    return ONE_SEED if ONE_SEED in verdicts else "not run"
+  if all(x == "confirms" for x in v):
+    return "confirms"
+  if all(x == "refutes" for x in v):
+    return "refutes"
+  return "inconclusive"
