@@ -90,11 +90,15 @@ PRESETS: Dict[str, Dict[str, Scale]] = {
     },
 }
 # Run order: one seed of every row first, so a sweep cut short still has every claim's
-# evidence at one seed; then the seeds that the verdicts need. (row, seed) pairs;
-# "ambiguity" is the ambiguity group.
-ORDER = (("hw1k", 0), ("ambiguity", 0), ("debtags", 0), ("baseline", 0), ("hw20k", 0),
-         ("hw100k", 0), ("ambiguity", 1), ("hw1k", 1), ("ambiguity", 2), ("hw1k", 2),
-         ("hw20k", 1), ("hw20k", 2), ("debtags", 1), ("debtags", 2))
+# evidence at one seed; then the seeds that the verdicts need, the objectives the claims
+# compare first. (row, seed, objectives or None for all); "ambiguity" is the ambiguity
+# group. Runs not listed here follow at the end.
+CLAIM_OBJECTIVES = ("softmax", "sigmoid", "embedding")
+ORDER = (("hw1k", 0, None), ("ambiguity", 0, None), ("debtags", 0, None),
+         ("baseline", 0, None), ("hw20k", 0, None), ("ambiguity", 1, None), ("hw1k", 1, None),
+         ("ambiguity", 2, None), ("hw1k", 2, None), ("hw100k", 0, ("softmax", "sigmoid")),
+         ("hw20k", 1, CLAIM_OBJECTIVES), ("hw20k", 2, CLAIM_OBJECTIVES), ("hw100k", 0, None),
+         ("debtags", 1, None), ("debtags", 2, None), ("hw20k", 1, None), ("hw20k", 2, None))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,12 +152,19 @@ def plan(preset: str = "cpu") -> List[Run]:
     raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {preset!r}.")
   assert set(OBJECTIVES) == set(losses.OBJECTIVES), "the sweep must cover every objective"
   scales = PRESETS[preset]
-  order = [(r, s) for r, s in ORDER if r in scales or (r == "baseline" and "debtags" in scales)]
-  order += [(r, s) for r in scales for s in range(scales[r].seeds) if (r, s) not in ORDER]
-  runs = []
-  for row, seed in order:
+  order = [(r, s, o) for r, s, o in ORDER
+           if r in scales or (r == "baseline" and "debtags" in scales)]
+  order += [(r, s, None) for r in scales for s in range(scales[r].seeds)]
+  runs, names = [], set()
+
+  def add(run):
+    if run.name not in names:
+      names.add(run.name)
+      runs.append(run)
+
+  for row, seed, objectives in order:
     if row == "baseline":
-      runs.append(Run("baseline", "debtags_ovr_logreg", None, {"dataset": "debtags"}))
+      add(Run("baseline", "debtags_ovr_logreg", None, {"dataset": "debtags"}))
       continue
     scale = scales[row]
     if seed >= scale.seeds:
@@ -163,18 +174,18 @@ def plan(preset: str = "cpu") -> List[Run]:
         for objective in ("softmax", "two_head"):
           make = functools.partial(hashtag_config, objective, seed, scale,
                                    group_size=group_size, noise=noise, oracle=False)
-          runs.append(Run("ambiguity", f"{level}_{objective}_s{seed}", make,
-                          {"level": level, "group_size": group_size, "noise": noise,
-                           "objective": objective, "seed": seed}))
+          add(Run("ambiguity", f"{level}_{objective}_s{seed}", make,
+                  {"level": level, "group_size": group_size, "noise": noise,
+                   "objective": objective, "seed": seed}))
       continue
-    for objective in OBJECTIVES:
+    for objective in objectives or OBJECTIVES:
       if row == "debtags":
         make = functools.partial(debtags_config, objective, seed, scale)
       else:  # The oracle does not depend on the objective: evaluate it once per row.
         make = functools.partial(hashtag_config, objective, seed, scale,
                                  oracle=objective == "softmax" and seed == 0)
-      runs.append(Run("main", f"{row}_{objective}_s{seed}", make,
-                      {"dataset": row, "objective": objective, "seed": seed}))
+      add(Run("main", f"{row}_{objective}_s{seed}", make,
+              {"dataset": row, "objective": objective, "seed": seed}))
   return runs
 
 
