@@ -6,6 +6,7 @@ import pathlib
 from typing import Dict
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -135,6 +136,8 @@ def bucket_gain(rep, path) -> str:
     axes[1].errorbar(range(nb), [g.mean for g in gains],
                      yerr=[0 if np.isnan(g.sd) else g.sd for g in gains], marker="o",
                      capsize=3, label=f"ambiguity {level} {sweep.AMBIGUITY[level]}")
+  for ax in axes:
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
   axes[1].axhline(0, color="k", lw=0.5)
   axes[1].set(title="two_head minus softmax: recall of average-K sets (K=3)",
               xlabel="frequency bucket (0 = rare)", ylabel="recall gain")

@@ -28,7 +28,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import pathlib
+import platform
 import shutil
 import tempfile
 import time
@@ -200,6 +202,12 @@ def compact(report: dict, digits: int = 5) -> dict:
   return report
 
 
+def machine() -> str:
+  """A one-line description of this host (recorded with each run)."""
+  return (f"{platform.machine()} CPU, {os.cpu_count()} cores, {platform.system()}, Python "
+          f"{platform.python_version()}, jax {jax.__version__}")
+
+
 def _write_json(path: pathlib.Path, data: dict) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_suffix(".json.tmp")
@@ -220,7 +228,7 @@ def run_one(run: Run, out, *, preset: str, scratch=None) -> dict:
     finally:
       shutil.rmtree(workdir, ignore_errors=True)
   report = dict(report, sweep=dict(run.meta, group=run.group, name=run.name, preset=preset,
-                                   wall_seconds=time.time() - start))
+                                   wall_seconds=time.time() - start, machine=machine()))
   report = compact(report)
   _write_json(run.path(out), report)
   return report
