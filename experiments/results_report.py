@@ -37,6 +37,10 @@ def _table(header: List[str], rows: List[List[str]]) -> List[str]:
   return out + ["| " + " | ".join(r) + " |" for r in rows] + [""]
 
 
+def _map_bracket(report) -> float:
+  return rs.ranking(report, "map_error")
+
+
 class Report:
   """Builds the document from the stored reports."""
 
@@ -149,9 +153,14 @@ class Report:
 
   # ------------------------------------------------------------------ claims
 
-  def _comparison(self, label, a, b, fn, higher=True, digits=4):
+  def _comparison(self, label, a, b, fn, higher=True, digits=4, bracket=None):
+    """``bracket``: per-run guaranteed error of the metric (mAP's histogram bracket)."""
     diff = rs.paired(a, b, fn)
     v = rs.verdict(diff, higher_is_better=higher)
+    if bracket and v in ("confirms", "refutes"):
+      width = rs.stat(a, bracket).mean + rs.stat(b, bracket).mean
+      if abs(diff.mean) <= width:
+        v = rs.BRACKET
     return v, [label, rs.stat(a, fn).fmt(digits), rs.stat(b, fn).fmt(digits),
                diff.fmt(digits), str(diff.n), v]
 
@@ -160,7 +169,8 @@ class Report:
     for row in self.rows():
       for name, m in (("P@1", "precision_at_1"), ("mAP", "map")):
         v, cells = self._comparison(f"{row} {name}", self.runs(row, "softmax"),
-                                    self.runs(row, "sigmoid"), lambda r, m=m: rs.ranking(r, m))
+                                    self.runs(row, "sigmoid"), lambda r, m=m: rs.ranking(r, m),
+                                    bracket=_map_bracket if m == "map" else None)
         body.append(cells)
         if row in ("hw20k", "hw100k"):
           primary.append(v)
@@ -176,7 +186,8 @@ class Report:
     body, primary = [], []
     for row in self.rows():
       v, cells = self._comparison(f"{row} mAP", self.runs(row, "embedding"),
-                                  self.runs(row, "sigmoid"), lambda r: rs.ranking(r, "map"))
+                                  self.runs(row, "sigmoid"), lambda r: rs.ranking(r, "map"),
+                                  bracket=_map_bracket)
       body.append(cells)
       v2, cells = self._comparison(f"{row} steps to 90% of final val mAP",
                                    self.runs(row, "embedding"), self.runs(row, "sigmoid"),
@@ -333,6 +344,9 @@ class Report:
       if self.baseline:
         base = rs.ranking(self.baseline, m)
         v = rs.verdict(rs.Stat([x - base for x in s.values]), spread=s.sd)
+        if m == "map" and v in ("confirms", "refutes") and abs(s.mean - base) <= (
+            rs.stat(b, _map_bracket).mean + rs.ranking(self.baseline, "map_error")):
+          v = rs.BRACKET
         verdicts.append(v)
         body.append([name, s.fmt(4), f"{base:.4f}", f"{s.mean - base:+.4f}", v])
     lines = [f"Best objective on debtags by mean test P@1: **{best}** ({len(b)} seeds).", ""]

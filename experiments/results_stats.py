@@ -15,7 +15,9 @@ Used by :mod:`experiments.results_report`. Definitions (also written into RESULT
   "inconclusive (1 seed)", and such rows are left out of a claim's verdict, which is
   "confirms" when all its primary comparisons confirm, "refutes" when all refute, else
   inconclusive. Against a fixed number (a deterministic baseline or a published
-  reference) ``s`` is the seed spread of A.
+  reference) ``s`` is the seed spread of A. For mAP, a difference no larger than the sum
+  of the two sides' mean bracket half-widths (the guaranteed error of the streaming mAP)
+  is "inconclusive (mAP bracket)" whatever the seeds say.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 
 CONVERGENCE_FRACTION = 0.9
 ONE_SEED = "inconclusive (1 seed)"
+BRACKET = "inconclusive (mAP bracket)"
 
 
 def load(results_dir) -> List[dict]:
@@ -146,6 +149,7 @@ def combine(verdicts: Sequence[str]) -> str:
   """All primary comparisons confirm -> confirms; all refute -> refutes; else
   inconclusive (mixed or noisy). Comparisons not run or with one seed are ignored."""
   v = [x for x in verdicts if x not in ("not run", ONE_SEED)]
+  v = ["inconclusive" if x == BRACKET else x for x in v]
   if not v:
     return ONE_SEED if ONE_SEED in verdicts else "not run"
   if all(x == "confirms" for x in v):
