@@ -27,11 +27,14 @@ def _assert_same_params(workdir_a, workdir_b):
 
 
 def _damage(step_dir: pathlib.Path, how: str) -> None:
-  """Truncates the largest file of a checkpoint, or overwrites it with garbage."""
-  files = [p for p in step_dir.rglob("*") if p.is_file()]
-  target = max(files, key=lambda p: p.stat().st_size)
-  data = target.read_bytes()
-  target.write_bytes(data[: len(data) // 2] if how == "truncate" else bytes(len(data)))
+  """Truncates every file of a checkpoint's train state to half, or overwrites it with zeros.
+
+  Every file, not one: OCDBT leaves data files in the step folder that the final manifest no
+  longer references, and damaging only one of those leaves the checkpoint fully readable.
+  """
+  for target in (p for p in (step_dir / "state").rglob("*") if p.is_file()):
+    data = target.read_bytes()
+    target.write_bytes(data[: len(data) // 2] if how == "truncate" else bytes(len(data)))
 
 
 @pytest.fixture(scope="module")
