@@ -12,7 +12,8 @@ on those logits, but over chunks of ``chunk_size`` classes:
 
 A ``jax.custom_vjp`` recomputes each chunk's logits in the backward pass, so no ``[B, C]``
 array exists in either pass; peak temporary memory is ``O(B * chunk_size + D * C)``, the
-latter being the kernel gradient itself.
+latter being the kernel gradient itself. The chunk loop, the checks and the per-chunk
+gradient GEMMs live in :mod:`chunked_head`.
 
 GEMM count. The per-example losses return ``[B]``; their cotangent ``g_b`` is only known in
 the backward pass, which therefore recomputes the logits: 4 GEMMs (forward logits;
@@ -54,234 +55,26 @@ softmax" (2018); Wortsman et al. / Mahajan et al. 2018 (hashtag pretraining, 1/k
 from __future__ import annotations
 
 import functools
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax import lax
 
 from multilabel_jax import labels as labels_lib
+from multilabel_jax.losses import chunked_head
 
 _F32 = jnp.float32
 
 
-# ----------------------------------------------------------------------------- checks
-
-
-def check_head(x, kernel, bias, label_ids, chunk_size, *, kernel_name="kernel",
-               bias_name="bias"):
-  """Checks a fused head's arguments; returns ``(B, D, C)``. Raises ValueError.
-
-  ``kernel_name`` / ``bias_name``: the argument names used in the messages.
-  """
-  for a, name in ((x, "x"), (kernel, kernel_name), (bias, bias_name)):
-    labels_lib.check_float(a, name)
-  labels_lib.check_rank(x, 2, "x")
-  labels_lib.check_rank(kernel, 2, kernel_name)
-  labels_lib.check_rank(bias, 1, bias_name)
-  b, d = x.shape
-  d_k, c = kernel.shape
-  if d != d_k:
-    raise ValueError(f"`{kernel_name}` has {d_k} input features (shape {kernel.shape}) but "
-                     f"`x` has {d} (shape {x.shape}).")
-  if bias.shape != (c,):
-    raise ValueError(f"`{bias_name}` must have shape ({c},) to match `{kernel_name}` "
-                     f"{kernel.shape}, got {bias.shape}.")
-  if label_ids is not None:
-    label_ids = jnp.asarray(label_ids)
-    labels_lib.check_rank(label_ids, 2, "label_ids")
-    if not labels_lib.is_ids(label_ids):
-      raise ValueError(f"`label_ids` must be integer class ids [B, L] (-1 padded), got dtype "
-                       f"{label_ids.dtype}. Use labels.dense_to_ids for dense labels.")
-    if label_ids.shape[0] != b:
-      raise ValueError(f"`label_ids` has batch size {label_ids.shape[0]} (shape "
-                       f"{label_ids.shape}) but `x` has batch size {b} (shape {x.shape}).")
-    _check_id_values(label_ids, c)
-  if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0:
-    raise ValueError(f"`chunk_size` must be a positive Python int, got {chunk_size!r}.")
-  return b, d, c
-
-
-def _check_id_values(label_ids, num_classes):
-  # Concrete ids only (numpy, so closed-over constants under jit are checked too).
-  if isinstance(label_ids, jax.core.Tracer) or not label_ids.size:
-    return
-  ids = np.asarray(label_ids)
-  lo, hi = int(ids.min()), int(ids.max())
-  if lo < labels_lib.PAD_ID:
-    raise ValueError(f"`label_ids` contains {lo}; ids must be >= 0, or -1 for padding.")
-  if hi >= num_classes:
-    raise ValueError(f"`label_ids` contains id {hi} but the kernel has {num_classes} classes "
-                     "(under jit such ids are dropped like padding).")
-
-
-def valid_ids_mask(label_ids, num_classes):
-  """``[B, L]`` bool: id is in ``[0, num_classes)`` and not a repeat within its row."""
-  return labels_lib.unique_mask(label_ids) & (label_ids < num_classes)
-
-
-def check_label_smoothing(ls):
-  if not isinstance(ls, jax.core.Tracer) and not 0.0 <= float(ls) < 1.0:
-    raise ValueError(f"`label_smoothing` must be in [0, 1), got {ls}.")
-
-
-def _check_weights(weights, where, batch_size):
-  """Per-example weights ``[B]`` (f32); default: mean over the rows selected by ``where``."""
-  where = labels_lib.check_where(where, batch_size)
-  if weights is None:
-    w = jnp.ones((batch_size,), _F32) if where is None else where.astype(_F32)
-    return w / jnp.maximum(jnp.sum(w), 1.0)
-  weights = jnp.asarray(weights)
-  labels_lib.check_float(weights, "weights")
-  if weights.shape != (batch_size,):
-    raise ValueError(f"`weights` must have shape ({batch_size},), got {weights.shape}.")
-  weights = weights.astype(_F32)
-  return weights if where is None else jnp.where(where, weights, 0.0)
-
-
-# ----------------------------------------------------------------------------- chunk engine
-
-
-def logits_chunk(x, kc, bc):
-  """``x @ kc + bc`` in float32 (bf16 inputs accumulate in f32)."""
-  dt = jnp.result_type(x.dtype, kc.dtype)
-  z = lax.dot_general(x.astype(dt), kc.astype(dt), (((1,), (0,)), ((), ())),
-                      preferred_element_type=_F32)
-  return z + bc.astype(_F32)
-
-
-def vma_axes(a):
-  aval = jax.typeof(a)
-  mat = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
-  axes = mat.varying if mat is not None else getattr(aval, "vma", ())
-  return frozenset(axes or ())
-
-
-def matchvma_axes(tree, *refs):
-  """Inside ``shard_map``: marks ``tree``'s leaves as varying over the refs' mesh axes."""
-  axes = frozenset().union(*(vma_axes(r) for r in refs))
-
-  def cast(a):
-    missing = tuple(sorted(axes - vma_axes(a)))
-    return lax.pcast(a, missing, to="varying") if missing else a
-
-  return jax.tree.map(cast, tree) if axes else tree
-
-
-def for_each_chunk(kernel, bias, chunk_size, body, carry, refs=()):
-  """Runs ``carry = body(carry, start, kernel_chunk, bias_chunk)`` over class chunks.
-
-  Full chunks run in a ``fori_loop`` on dynamic slices (no copy of the kernel); a last
-  partial chunk (``C % chunk_size`` classes) runs once more with its own static width,
-  so no class is padded or computed twice.
-  """
-  c = kernel.shape[1]
-  cs = min(chunk_size, c)
-  n_full, rem = divmod(c, cs)
-  carry = matchvma_axes(carry, kernel, bias, *refs)
-
-  def step(i, carry):
-    start = i * cs
-    kc = lax.dynamic_slice_in_dim(kernel, start, cs, axis=1)
-    bc = lax.dynamic_slice_in_dim(bias, start, cs, axis=0)
-    return body(carry, start, kc, bc)
-
-  carry = lax.fori_loop(0, n_full, step, carry)
-  if rem:
-    start = n_full * cs
-    carry = body(carry, start, kernel[:, start:], bias[start:])
-  return carry
-
-
-def _in_chunk(label_ids, keep, start, width):
-  local = label_ids - start
-  return local, keep & (local >= 0) & (local < width)
-
-
-def gather_positives(z, label_ids, keep, start):
-  """``[B]`` sum of the chunk logits ``z [B, w]`` at the kept ids in ``[start, start+w)``."""
-  width = z.shape[1]
-  local, inside = _in_chunk(label_ids, keep, start, width)
-  vals = jnp.take_along_axis(z, jnp.clip(local, 0, width - 1), axis=1)
-  return jnp.sum(jnp.where(inside, vals, 0.0), axis=1)
-
-
-def scatter_positives(dz, label_ids, keep, start, coef):
-  """``dz[b, id - start] -= coef[b]`` for the kept ids of row b inside the chunk."""
-  width = dz.shape[1]
-  local, inside = _in_chunk(label_ids, keep, start, width)
-  rows = jnp.broadcast_to(jnp.arange(dz.shape[0])[:, None], label_ids.shape)
-  cols = jnp.where(inside, local, width)  # Out of bounds: dropped.
-  vals = jnp.broadcast_to(-coef[:, None], label_ids.shape).astype(dz.dtype)
-  return dz.at[rows, cols].add(vals, mode="drop")
-
-
-def grad_pass(x, kernel, bias, chunk_size, dz_fn, carry):
-  """One pass computing logits, ``dz`` and the head gradients chunk by chunk (3 GEMMs).
-
-  Args:
-    dz_fn: ``(carry, z [B, w] f32, start) -> (carry, dz [B, w] f32)``.
-
-  Returns:
-    ``(carry, dx, dkernel, dbias)`` with the dtypes of ``x``, ``kernel``, ``bias``.
-  """
-  xc = x.astype(jnp.result_type(x.dtype, kernel.dtype))
-
-  def body(state, start, kc, bc):
-    carry, dx, dk, db = state
-    carry, dz = dz_fn(carry, logits_chunk(xc, kc, bc), start)
-    return (carry,) + accumulate_chunk_grads(xc, kc, dz, start, dx, dk, db)
-
-  init = (carry, jnp.zeros(x.shape, _F32), jnp.zeros_like(kernel), jnp.zeros_like(bias))
-  carry, dx, dk, db = for_each_chunk(kernel, bias, chunk_size, body, init, refs=(x,))
-  return carry, dx.astype(x.dtype), dk, db
-
-
-def accumulate_chunk_grads(xc, kc, dz, start, dx, dk, db):
-  """Adds one chunk's ``dz [B, w]`` to the head gradients (2 GEMMs).
-
-  ``dx [B, D]`` f32 += ``dz @ kc.T``; ``dk[:, start:start+w] = xc.T @ dz``;
-  ``db[start:start+w] = sum_b dz``. ``xc`` is ``x`` in the GEMM dtype. Returns
-  ``(dx, dk, db)``.
-  """
-  dt = xc.dtype
-  dzc = dz.astype(dt)
-  dx = dx + lax.dot_general(dzc, kc.astype(dt), (((1,), (1,)), ((), ())),
-                            preferred_element_type=_F32)
-  dkc = lax.dot_general(xc, dzc, (((0,), (0,)), ((), ())), preferred_element_type=_F32)
-  dk = lax.dynamic_update_slice_in_dim(dk, dkc.astype(dk.dtype), start, axis=1)
-  db = lax.dynamic_update_slice_in_dim(db, jnp.sum(dz, 0).astype(db.dtype), start, axis=0)
-  return dx, dk, db
-
-
-def stats_pass(x, kernel, bias, chunk_size, fn, carry):
-  """One forward pass (1 GEMM): ``carry = fn(carry, z [B, w] f32, start)`` per chunk."""
-  return for_each_chunk(
-      kernel, bias, chunk_size, lambda c, start, kc, bc: fn(c, logits_chunk(x, kc, bc), start),
-      carry, refs=(x,))
-
-
 # ----------------------------------------------------------------------------- per-chunk math
-
-
-def _softplus_sigmoid(z, need_sigmoid=True):
-  """``softplus(z)`` and ``sigmoid(z)`` from one ``exp(-|z|)`` (stable for any z)."""
-  e = jnp.exp(-jnp.abs(z))
-  sp = jnp.maximum(z, 0.0) + jnp.log1p(e)
-  if not need_sigmoid:
-    return sp, None
-  r = 1.0 / (1.0 + e)
-  return sp, jnp.where(z >= 0, r, e * r)
 
 
 def _bce_stats_fn(label_ids, keep):
   """Running (sum softplus(z), sum z, sum of positive z), each ``[B]``."""
   def fn(carry, z, start, sp_z=None):
     sp, zs, pos = carry
-    sp_z = _softplus_sigmoid(z, False)[0] if sp_z is None else sp_z
+    sp_z = chunked_head.softplus_and_sigmoid(z, False)[0] if sp_z is None else sp_z
     return (sp + jnp.sum(sp_z, 1), zs + jnp.sum(z, 1),
-            pos + gather_positives(z, label_ids, keep, start))
+            pos + chunked_head.gather_positives(z, label_ids, keep, start))
   return fn
 
 
@@ -291,7 +84,7 @@ def _softmax_stats_fn(label_ids, keep):
     m, s, pos = carry
     m_new = jnp.maximum(m, jnp.max(z, 1))
     s = s * jnp.exp(m - m_new) + jnp.sum(jnp.exp(z - m_new[:, None]), 1)
-    return m_new, s, pos + gather_positives(z, label_ids, keep, start)
+    return m_new, s, pos + chunked_head.gather_positives(z, label_ids, keep, start)
   return fn
 
 
@@ -321,9 +114,9 @@ def fused_stats(kind, chunk_size, x, kernel, bias, label_ids, keep):
 def _fused_stats_fwd(kind, chunk_size, x, kernel, bias, label_ids, keep):
   b = x.shape[0]
   if kind == "bce":
-    out = stats_pass(x, kernel, bias, chunk_size, _bce_stats_fn(label_ids, keep), _zeros3(b))
+    out = chunked_head.stats_pass(x, kernel, bias, chunk_size, _bce_stats_fn(label_ids, keep), _zeros3(b))
   elif kind == "softmax":
-    m, s, pos = stats_pass(x, kernel, bias, chunk_size, _softmax_stats_fn(label_ids, keep),
+    m, s, pos = chunked_head.stats_pass(x, kernel, bias, chunk_size, _softmax_stats_fn(label_ids, keep),
                            _softmax_init(b))
     out = (m + jnp.log(s), pos)
   else:
@@ -338,16 +131,16 @@ def _fused_stats_bwd(kind, chunk_size, res, g):
 
     def dz_fn(carry, z, start):
       dz = g_sp[:, None] * jax.nn.sigmoid(z) + g_zs[:, None]
-      return carry, scatter_positives(dz, label_ids, keep, start, -g_pos)
+      return carry, chunked_head.scatter_positives(dz, label_ids, keep, start, -g_pos)
   else:
     lse, _ = out
     g_lse, g_pos = g
 
     def dz_fn(carry, z, start):
       dz = g_lse[:, None] * jnp.exp(z - lse[:, None])
-      return carry, scatter_positives(dz, label_ids, keep, start, -g_pos)
+      return carry, chunked_head.scatter_positives(dz, label_ids, keep, start, -g_pos)
 
-  _, dx, dk, db = grad_pass(x, kernel, bias, chunk_size, dz_fn, ())
+  _, dx, dk, db = chunked_head.grad_pass(x, kernel, bias, chunk_size, dz_fn, ())
   return dx, dk, db, None, None
 
 
@@ -382,10 +175,10 @@ def linear_sigmoid_bce(x, kernel, bias, label_ids, *, chunk_size: int,
   Example:
     >>> loss = linear_sigmoid_bce(x, kernel, bias, jnp.array([[3, 7, -1]]), chunk_size=8192)
   """
-  b, _, c = check_head(x, kernel, bias, label_ids, chunk_size)
-  check_label_smoothing(label_smoothing)
+  b, _, c = chunked_head.check_head(x, kernel, bias, label_ids, chunk_size)
+  chunked_head.check_label_smoothing(label_smoothing)
   where = labels_lib.check_where(where, b)
-  keep = valid_ids_mask(label_ids, c)
+  keep = chunked_head.valid_ids_mask(label_ids, c)
   sp, zs, pos = fused_stats("bce", chunk_size, x, kernel, bias, label_ids, keep)
   loss = sp - (0.5 * label_smoothing) * zs - (1.0 - label_smoothing) * pos
   return loss if where is None else jnp.where(where, loss, 0.0)
@@ -414,9 +207,9 @@ def linear_softmax_xent(x, kernel, bias, label_ids, *, chunk_size: int,
   Example:
     >>> loss = linear_softmax_xent(x, kernel, bias, ids, chunk_size=8192).mean()
   """
-  b, _, c = check_head(x, kernel, bias, label_ids, chunk_size)
+  b, _, c = chunked_head.check_head(x, kernel, bias, label_ids, chunk_size)
   where = labels_lib.check_where(where, b)
-  keep = valid_ids_mask(label_ids, c)
+  keep = chunked_head.valid_ids_mask(label_ids, c)
   lse, pos = fused_stats("softmax", chunk_size, x, kernel, bias, label_ids, keep)
   k = jnp.sum(keep, axis=1)
   valid = k > 0 if where is None else (k > 0) & where
@@ -439,15 +232,15 @@ def _reduced_fwd(kind, chunk_size, x, kernel, bias, weights, label_ids, keep, ls
     pos_coef = weights * (1.0 - ls)
 
     def dz_fn(carry, z, start):
-      sp_z, sig = _softplus_sigmoid(z)
+      sp_z, sig = chunked_head.softplus_and_sigmoid(z)
       dz = weights[:, None] * (sig - 0.5 * ls)
-      return stats(carry, z, start, sp_z), scatter_positives(dz, label_ids, keep, start, pos_coef)
+      return stats(carry, z, start, sp_z), chunked_head.scatter_positives(dz, label_ids, keep, start, pos_coef)
 
-    (sp, zs, pos), dx, dk, db = grad_pass(x, kernel, bias, chunk_size, dz_fn, _zeros3(b))
+    (sp, zs, pos), dx, dk, db = chunked_head.grad_pass(x, kernel, bias, chunk_size, dz_fn, _zeros3(b))
     loss = sp - 0.5 * ls * zs - (1.0 - ls) * pos
   else:
     # Pass 1: logsumexp (1 GEMM). Pass 2: logits, dX, dW (3 GEMMs).
-    m, s, pos = stats_pass(x, kernel, bias, chunk_size, _softmax_stats_fn(label_ids, keep),
+    m, s, pos = chunked_head.stats_pass(x, kernel, bias, chunk_size, _softmax_stats_fn(label_ids, keep),
                            _softmax_init(b))
     lse = m + jnp.log(s)
     k = jnp.sum(keep, axis=1)
@@ -456,9 +249,9 @@ def _reduced_fwd(kind, chunk_size, x, kernel, bias, weights, label_ids, keep, ls
 
     def dz_fn(carry, z, start):
       dz = w[:, None] * jnp.exp(z - lse[:, None])
-      return carry, scatter_positives(dz, label_ids, keep, start, pos_coef)
+      return carry, chunked_head.scatter_positives(dz, label_ids, keep, start, pos_coef)
 
-    _, dx, dk, db = grad_pass(x, kernel, bias, chunk_size, dz_fn, ())
+    _, dx, dk, db = chunked_head.grad_pass(x, kernel, bias, chunk_size, dz_fn, ())
     loss = jnp.where(k > 0, lse - pos / jnp.maximum(k, 1).astype(_F32), 0.0)
   total = jnp.sum(weights * loss)
   return total, (dx, dk, db, loss.astype(weights.dtype))
@@ -496,10 +289,10 @@ def linear_sigmoid_bce_reduced(x, kernel, bias, label_ids, *, chunk_size: int, w
     >>> loss, grads = jax.value_and_grad(
     ...     lambda p: linear_sigmoid_bce_reduced(x, p["w"], p["b"], ids, chunk_size=8192))(p)
   """
-  b, _, c = check_head(x, kernel, bias, label_ids, chunk_size)
-  check_label_smoothing(label_smoothing)
-  weights = _check_weights(weights, where, b)
-  keep = valid_ids_mask(label_ids, c)
+  b, _, c = chunked_head.check_head(x, kernel, bias, label_ids, chunk_size)
+  chunked_head.check_label_smoothing(label_smoothing)
+  weights = chunked_head.check_weights(weights, where, b)
+  keep = chunked_head.valid_ids_mask(label_ids, c)
   return _reduced("bce", chunk_size, x, kernel, bias, weights, label_ids, keep,
                   jnp.asarray(label_smoothing, _F32))
 
@@ -521,8 +314,8 @@ def linear_softmax_xent_reduced(x, kernel, bias, label_ids, *, chunk_size: int, 
   Example:
     >>> loss = linear_softmax_xent_reduced(x, kernel, bias, ids, chunk_size=8192)
   """
-  b, _, c = check_head(x, kernel, bias, label_ids, chunk_size)
-  weights = _check_weights(weights, where, b)
-  keep = valid_ids_mask(label_ids, c)
+  b, _, c = chunked_head.check_head(x, kernel, bias, label_ids, chunk_size)
+  weights = chunked_head.check_weights(weights, where, b)
+  keep = chunked_head.valid_ids_mask(label_ids, c)
   return _reduced("softmax", chunk_size, x, kernel, bias, weights, label_ids, keep,
                   jnp.zeros((), _F32))

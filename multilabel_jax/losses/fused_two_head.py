@@ -48,7 +48,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from multilabel_jax import labels as labels_lib
-from multilabel_jax.losses import fused
+from multilabel_jax.losses import chunked_head
 from multilabel_jax.losses import streaming_top_k
 
 _F32 = jnp.float32
@@ -68,9 +68,9 @@ class _RowConstants(NamedTuple):
 def _check(x, softmax_kernel, softmax_bias, multilabel_kernel, multilabel_bias, label_ids,
            k, chunk_size, where):
   """Checks the arguments; returns ``(B, C, where)``. Raises ValueError naming one."""
-  b, _, c = fused.check_head(x, softmax_kernel, softmax_bias, label_ids, chunk_size,
+  b, _, c = chunked_head.check_head(x, softmax_kernel, softmax_bias, label_ids, chunk_size,
                              kernel_name="softmax_kernel", bias_name="softmax_bias")
-  _, _, c_m = fused.check_head(x, multilabel_kernel, multilabel_bias, None, chunk_size,
+  _, _, c_m = chunked_head.check_head(x, multilabel_kernel, multilabel_bias, None, chunk_size,
                                kernel_name="multilabel_kernel", bias_name="multilabel_bias")
   if c_m != c:
     raise ValueError(f"`multilabel_kernel` has {c_m} classes (shape {multilabel_kernel.shape}) "
@@ -85,7 +85,7 @@ def _prepare(x, softmax_kernel, softmax_bias, label_ids, k, chunk_size, where, b
   threshold, lse = streaming_top_k.linear_average_k_threshold(
       x, softmax_kernel, softmax_bias, label_ids, k, chunk_size=chunk_size, where=where)
   active = jnp.ones((b,), bool) if where is None else where
-  keep = fused.valid_ids_mask(label_ids, c)
+  keep = chunked_head.valid_ids_mask(label_ids, c)
   n = jnp.sum(keep, axis=1)
   inv_n = jnp.where(n > 0, 1.0 / jnp.maximum(n, 1).astype(_F32), 0.0)  # 0: no softmax term.
   return _RowConstants(label_ids, keep, keep & active[:, None], active, lse, threshold, inv_n)
@@ -102,18 +102,18 @@ def _chunk_terms(zs, zm, start, consts, weights=None, weight=None):
   cand = streaming_top_k.average_k_candidates(zs, lse, ids, keep_active, active, start)
   mined = (cand >= threshold) & (cand >= 0.0)  # Observed pairs and inactive rows are -1.
   # pylint: disable-next=protected-access
-  softplus, sig = fused._softplus_sigmoid(zm, weights is not None)
-  stats = (fused.gather_positives(zs, ids, keep, start), jnp.sum(softplus, 1),
-           fused.gather_positives(zm, ids, keep_active, start)
+  softplus, sig = chunked_head.softplus_and_sigmoid(zm, weights is not None)
+  stats = (chunked_head.gather_positives(zs, ids, keep, start), jnp.sum(softplus, 1),
+           chunked_head.gather_positives(zm, ids, keep_active, start)
            + jnp.sum(jnp.where(mined, zm, 0.0), 1))
   if weights is None:
     return stats, None
   w_soft = weights * (inv_n > 0)  # Rows without labels have no softmax term.
   dzs = w_soft[:, None] * jnp.exp(zs - lse[:, None])
-  dzs = fused.scatter_positives(dzs, ids, keep, start, weights * inv_n)
+  dzs = chunked_head.scatter_positives(dzs, ids, keep, start, weights * inv_n)
   w_bce = weights * weight
   dzm = w_bce[:, None] * (sig - mined.astype(_F32))
-  return stats, (dzs, fused.scatter_positives(dzm, ids, keep_active, start, w_bce))
+  return stats, (dzs, chunked_head.scatter_positives(dzm, ids, keep_active, start, w_bce))
 
 
 def _two_head_pass(chunk_size, x, heads, consts, weights=None, weight=None):
@@ -133,19 +133,19 @@ def _two_head_pass(chunk_size, x, heads, consts, weights=None, weight=None):
     width = ksc.shape[1]
     kmc = lax.dynamic_slice_in_dim(wm, start, width, axis=1)
     bmc = lax.dynamic_slice_in_dim(bm, start, width, axis=0)
-    zs, zm = fused.logits_chunk(xs, ksc, bsc), fused.logits_chunk(xm, kmc, bmc)
+    zs, zm = chunked_head.logits_chunk(xs, ksc, bsc), chunked_head.logits_chunk(xm, kmc, bmc)
     new, dz = _chunk_terms(zs, zm, start, consts, weights, weight)
     stats = tuple(s + n for s, n in zip(stats, new))
     if with_grads:
       dx, dws, dbs, dwm, dbm = grads
-      dx, dws, dbs = fused.accumulate_chunk_grads(xs, ksc, dz[0], start, dx, dws, dbs)
-      dx, dwm, dbm = fused.accumulate_chunk_grads(xm, kmc, dz[1], start, dx, dwm, dbm)
+      dx, dws, dbs = chunked_head.accumulate_chunk_grads(xs, ksc, dz[0], start, dx, dws, dbs)
+      dx, dwm, dbm = chunked_head.accumulate_chunk_grads(xm, kmc, dz[1], start, dx, dwm, dbm)
       grads = (dx, dws, dbs, dwm, dbm)
     return stats, grads
 
   grads = ((jnp.zeros(x.shape, _F32),) + tuple(jnp.zeros_like(a) for a in heads)
            if with_grads else ())
-  stats, grads = fused.for_each_chunk(ws, bs, chunk_size, body,
+  stats, grads = chunked_head.for_each_chunk(ws, bs, chunk_size, body,
                                       ((jnp.zeros((b,), _F32),) * 3, grads), refs=(x, wm, bm))
   if with_grads:
     grads = (grads[0].astype(x.dtype),) + grads[1:]
@@ -270,7 +270,7 @@ def linear_two_head_average_k_reduced(x, softmax_kernel, softmax_bias, multilabe
   """
   b, c, where = _check(x, softmax_kernel, softmax_bias, multilabel_kernel, multilabel_bias,
                        label_ids, k, chunk_size, where)
-  weights = fused._check_weights(weights, where, b)  # pylint: disable=protected-access
+  weights = chunked_head.check_weights(weights, where, b)  # pylint: disable=protected-access
   consts = _prepare(x, softmax_kernel, softmax_bias, label_ids, k, chunk_size, where, b, c)
   heads = (softmax_kernel, softmax_bias, multilabel_kernel, multilabel_bias)
   return _total(chunk_size, x, heads, weights, jnp.asarray(weight, _F32), consts)

@@ -30,14 +30,14 @@ from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from multilabel_jax import labels as labels_lib
-from multilabel_jax.losses import fused
+from multilabel_jax.losses import chunked_head, fused
 from multilabel_jax.losses import streaming_top_k
 
 _F32 = jnp.float32
 
 
 def _setup(x, kernel, bias, label_ids, chunk_size, mesh, axis_name, batch_axis):
-  b, _, c = fused.check_head(x, kernel, bias, label_ids, chunk_size)
+  b, _, c = chunked_head.check_head(x, kernel, bias, label_ids, chunk_size)
   if axis_name not in mesh.shape:
     raise ValueError(f"`axis_name` {axis_name!r} is not an axis of the mesh {dict(mesh.shape)}.")
   if batch_axis is not None and batch_axis not in mesh.shape:
@@ -59,7 +59,7 @@ def _varying(tree, *axes):
   axes = frozenset(a for a in axes if a is not None)
 
   def cast(a):
-    missing = tuple(sorted(axes - fused.vma_axes(a)))
+    missing = tuple(sorted(axes - chunked_head.vma_axes(a)))
     return lax.pcast(a, missing, to="varying") if missing else a
 
   return jax.tree.map(cast, tree)
@@ -108,9 +108,9 @@ def sharded_linear_sigmoid_bce(x, kernel, bias, label_ids, *, mesh, chunk_size: 
     >>> loss = sharded_linear_sigmoid_bce(x, kernel, bias, ids, mesh=mesh, chunk_size=8192)
   """
   b, c = _setup(x, kernel, bias, label_ids, chunk_size, mesh, axis_name, batch_axis)
-  fused.check_label_smoothing(label_smoothing)
+  chunked_head.check_label_smoothing(label_smoothing)
   where = labels_lib.check_where(where, b)
-  keep = fused.valid_ids_mask(label_ids, c)
+  keep = chunked_head.valid_ids_mask(label_ids, c)
 
   def local(x, kernel, bias, ids, keep):
     x, kernel, bias = _varying((x, kernel, bias), axis_name, batch_axis)
@@ -139,7 +139,7 @@ def sharded_linear_softmax_xent(x, kernel, bias, label_ids, *, mesh, chunk_size:
   """
   b, c = _setup(x, kernel, bias, label_ids, chunk_size, mesh, axis_name, batch_axis)
   where = labels_lib.check_where(where, b)
-  keep = fused.valid_ids_mask(label_ids, c)
+  keep = chunked_head.valid_ids_mask(label_ids, c)
 
   def local(x, kernel, bias, ids, keep):
     x, kernel, bias = _varying((x, kernel, bias), axis_name, batch_axis)
@@ -167,7 +167,7 @@ def _softmax_reduced_local_fwd(axis_name, chunk_size, x, kernel, bias, weights, 
   # Pass 1: shard logsumexp -> global logsumexp. Pass 2: local logits, dX partial, dW shard.
   b = x.shape[0]
   stats = fused._softmax_stats_fn(ids, keep)  # pylint: disable=protected-access
-  m, s, pos = fused.stats_pass(x, kernel, bias, chunk_size, stats,
+  m, s, pos = chunked_head.stats_pass(x, kernel, bias, chunk_size, stats,
                                fused._softmax_init(b))  # pylint: disable=protected-access
   lse = _global_lse(m + jnp.log(s), axis_name)
   pos = lax.psum(pos, axis_name)
@@ -177,9 +177,9 @@ def _softmax_reduced_local_fwd(axis_name, chunk_size, x, kernel, bias, weights, 
 
   def dz_fn(carry, z, start):
     dz = w[:, None] * jnp.exp(z - lse[:, None])
-    return carry, fused.scatter_positives(dz, ids, keep, start, coef)
+    return carry, chunked_head.scatter_positives(dz, ids, keep, start, coef)
 
-  _, dx, dk, db = fused.grad_pass(x, kernel, bias, chunk_size, dz_fn, ())
+  _, dx, dk, db = chunked_head.grad_pass(x, kernel, bias, chunk_size, dz_fn, ())
   loss = jnp.where(k > 0, lse - pos / jnp.maximum(k, 1).astype(_F32), 0.0)
   # Every shard knows the full total; it returns a 1/n share so that the caller's psum
   # gives the total once. The gradients are each shard's own (dkernel, dbias shards; dx and
@@ -201,8 +201,8 @@ _softmax_reduced_local.defvjp(_softmax_reduced_local_fwd, _softmax_reduced_local
 def _reduced(kind, x, kernel, bias, label_ids, weights, where, label_smoothing, *, mesh,
              chunk_size, axis_name, batch_axis):
   b, c = _setup(x, kernel, bias, label_ids, chunk_size, mesh, axis_name, batch_axis)
-  weights = fused._check_weights(weights, where, b)  # pylint: disable=protected-access
-  keep = fused.valid_ids_mask(label_ids, c)
+  weights = chunked_head.check_weights(weights, where, b)  # pylint: disable=protected-access
+  keep = chunked_head.valid_ids_mask(label_ids, c)
   ls = jnp.asarray(label_smoothing, _F32)
 
   def local(x, kernel, bias, ids, keep, weights):
@@ -231,7 +231,7 @@ def sharded_linear_sigmoid_bce_reduced(x, kernel, bias, label_ids, *, mesh, chun
                                        weights=None, label_smoothing: float = 0.0,
                                        where=None) -> jax.Array:
   """:func:`fused.linear_sigmoid_bce_reduced` (3 GEMMs) with a class-sharded kernel."""
-  fused.check_label_smoothing(label_smoothing)
+  chunked_head.check_label_smoothing(label_smoothing)
   return _reduced("bce", x, kernel, bias, label_ids, weights, where, label_smoothing,
                   mesh=mesh, chunk_size=chunk_size, axis_name=axis_name, batch_axis=batch_axis)
 

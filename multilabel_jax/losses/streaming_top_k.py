@@ -16,12 +16,11 @@ search over shards of a database.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
 from multilabel_jax import labels as labels_lib
-from multilabel_jax.losses import fused
+from multilabel_jax.losses import chunked_head, fused
 
 _F32 = jnp.float32
 
@@ -48,13 +47,13 @@ def chunked_top_k(x, kernel, bias, k: int, chunk_size: int, id_offset=0):
 
   def body(carry, start, kc, bc):
     vals, ids = carry
-    z = fused.logits_chunk(x, kc, bc)
+    z = chunked_head.logits_chunk(x, kc, bc)
     kk = min(k, z.shape[1])
     cv, ci = lax.top_k(z, kk)
     return merge_top_k(vals, ids, cv, (ci + start + id_offset).astype(jnp.int32), k)
 
   init = (jnp.full((b, k), -jnp.inf, _F32), jnp.full((b, k), -1, jnp.int32))
-  return fused.for_each_chunk(kernel, bias, chunk_size, body, init, refs=(x,))
+  return chunked_head.for_each_chunk(kernel, bias, chunk_size, body, init, refs=(x,))
 
 
 def linear_top_k(x, kernel, bias, k: int, *, chunk_size: int):
@@ -72,7 +71,7 @@ def linear_top_k(x, kernel, bias, k: int, *, chunk_size: int):
   Example:
     >>> scores, ids = linear_top_k(x, kernel, bias, 5, chunk_size=8192)
   """
-  _, _, c = fused.check_head(x, kernel, bias, None, chunk_size)
+  _, _, c = chunked_head.check_head(x, kernel, bias, None, chunk_size)
   check_k(k, c)
   return chunked_top_k(x, kernel, bias, k, chunk_size)
 
@@ -120,24 +119,24 @@ def linear_average_k_threshold(x, kernel, bias, label_ids, k: float, *, chunk_si
   Example:
     >>> t, lse = linear_average_k_threshold(x, kernel, bias, ids, 3.0, chunk_size=8192)
   """
-  b, _, c = fused.check_head(x, kernel, bias, label_ids, chunk_size)
+  b, _, c = chunked_head.check_head(x, kernel, bias, label_ids, chunk_size)
   if not k > 0:
     raise ValueError(f"`k` must be > 0, got {k}.")
   where = jnp.ones((b,), bool) if where is None else labels_lib.check_where(where, b)
   x, kernel, bias = (lax.stop_gradient(a) for a in (x, kernel, bias))
-  keep = fused.valid_ids_mask(label_ids, c) & where[:, None]
+  keep = chunked_head.valid_ids_mask(label_ids, c) & where[:, None]
   max_pseudo = min(int(-(-k * b // 1)), b * c)
   lse, _ = fused.fused_stats("softmax", chunk_size, x, kernel, bias, label_ids, keep)
 
   def body(top, start, kc, bc):
-    z = fused.logits_chunk(x, kc, bc)
+    z = chunked_head.logits_chunk(x, kc, bc)
     cand = average_k_candidates(z, lse, label_ids, keep, where, start)
     cand_top = lax.top_k(cand.reshape(-1), min(max_pseudo, b * z.shape[1]))[0]
     return lax.top_k(jnp.concatenate([top, cand_top]), max_pseudo)[0]
 
   if max_pseudo == 0:
     return jnp.asarray(jnp.inf, _F32), lse
-  top = fused.for_each_chunk(kernel, bias, chunk_size, body,
+  top = chunked_head.for_each_chunk(kernel, bias, chunk_size, body,
                              jnp.full((max_pseudo,), -1.0, _F32), refs=(x,))
   target = jnp.round(k * jnp.sum(where)).astype(jnp.int32)
   m = jnp.clip(target - jnp.sum(keep), 0, max_pseudo)
