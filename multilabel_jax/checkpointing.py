@@ -12,6 +12,9 @@
   newer step is moved aside to ``workdir/checkpoints_unreadable/`` with a warning naming
   both steps; if checkpoints exist but none can be read, it raises
   :class:`CheckpointError` instead of starting from scratch.
+* :func:`load_validation_history` / :func:`save_validation_history`: the periodic
+  validation metrics (``validation_history.json``, written atomically), trimmed to the
+  restored step on resume.
 * :class:`PreemptionWatcher`: turns SIGTERM (the preemption notice of clusters and pods)
   into a request that the train loop honours at the next step boundary: save, flush,
   raise :class:`Preempted`. ``experiments.run`` exits with :data:`PREEMPTED_EXIT_CODE`.
@@ -19,6 +22,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 import shutil
@@ -129,6 +133,29 @@ def _move_aside(manager: ocp.CheckpointManager, steps) -> pathlib.Path:
     multihost_utils.sync_global_devices("checkpoints_moved_aside")
   manager.reload()
   return dest
+
+
+def _history_path(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / "validation_history.json"
+
+
+def load_validation_history(workdir, up_to_step: int) -> list:
+  """Validation metrics written by earlier runs of this workdir, up to ``up_to_step``.
+
+  Entries after it (from a run that died before its next checkpoint) are dropped, so a
+  resumed run's history matches an uninterrupted one.
+  """
+  path = _history_path(workdir)
+  if not up_to_step or not path.exists():
+    return []
+  return [h for h in json.loads(path.read_text()) if h["step"] <= up_to_step]
+
+
+def save_validation_history(workdir, history) -> None:
+  """Writes ``validation_history.json`` atomically: a kill never leaves half a file."""
+  tmp = _history_path(workdir).with_suffix(".tmp")
+  tmp.write_text(json.dumps(history, default=float))
+  tmp.replace(_history_path(workdir))
 
 
 class PreemptionWatcher:

@@ -280,7 +280,7 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
   if is_main:
     hooks.append(periodic_actions.ReportProgress(num_train_steps=config.total_steps,
                                                  writer=writer))
-  history = _load_history(workdir, start_step)  # Validation metrics of earlier runs.
+  history = checkpointing.load_validation_history(workdir, start_step)  # Validation metrics of earlier runs.
   train_start = time.time()
   logging.info("training steps %d..%d", start_step, config.total_steps)
   batches = train_data.train_iter(start_step, config.total_steps - start_step)
@@ -312,7 +312,7 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
         writer.write_scalars(step, val)
         history.append({"step": step, **val})
         if is_main:
-          _save_history(workdir, history)
+          checkpointing.save_validation_history(workdir, history)
       checkpointing.save(manager, step, state, train_data.stats.as_dict())
       if preemption.requested(step):
         save_and_flush(step, state)
@@ -464,24 +464,6 @@ def write_report(workdir, report) -> None:
   text = "\n".join(md)
   (workdir / "report.md").write_text(text)
   print(text.split("Average-K threshold")[0])
-
-
-def _history_path(workdir) -> pathlib.Path:
-  return pathlib.Path(workdir) / "validation_history.json"
-
-
-def _load_history(workdir, start_step: int) -> list:
-  """Validation metrics written by earlier runs of this workdir, up to ``start_step``."""
-  path = _history_path(workdir)
-  if not start_step or not path.exists():
-    return []
-  return [h for h in json.loads(path.read_text()) if h["step"] <= start_step]
-
-
-def _save_history(workdir, history) -> None:
-  tmp = _history_path(workdir).with_suffix(".tmp")
-  tmp.write_text(json.dumps(history, default=float))
-  tmp.replace(_history_path(workdir))  # Atomic: a kill never leaves half a file.
 
 
 def _save_diagnostics(workdir, step, metrics, batch):
