@@ -157,3 +157,14 @@ def combine(verdicts: Sequence[str]) -> str:
   if all(x == "refutes" for x in v):
     return "refutes"
   return "inconclusive"
+
+
+def table(header: List[str], rows: List[List[str]]) -> List[str]:
+  """A markdown table (lines, ending with a blank one)."""
+  out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  return out + ["| " + " | ".join(r) + " |" for r in rows] + [""]
+
+
+def map_bracket(report) -> float:
+  """The guaranteed error of a run's streaming mAP (its histogram bracket)."""
+  return ranking(report, "map_error")

@@ -24,6 +24,9 @@ def test_plan_covers_every_objective_row_and_ambiguity_level():
   levels = {(r.meta["level"], r.meta["objective"]) for r in runs if r.group == "ambiguity"}
   assert levels == {(lvl, o) for lvl in sweep.AMBIGUITY for o in ("softmax", "two_head")}
   assert sum(r.group == "baseline" for r in runs) == 1
+  long = [r for r in runs if r.group == "long"]
+  assert {r.meta["objective"] for r in long} == set(sweep.LONG_OBJECTIVES)
+  assert all(r.make_config().total_steps == 4000 for r in long)  # debtags.py's own schedule.
   config = runs[names.index("hw100k_softmax_s0")].make_config()
   assert config.data.options.num_classes == 100_000 and config.head.fused == "auto"
   with pytest.raises(ValueError, match="preset"):
