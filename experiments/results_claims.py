@@ -75,6 +75,18 @@ def claim2(rep):
                                        "embedding - sigmoid", "seeds", "verdict"], body)
           + extra)
 
+def ambiguity_gain_change(rep, k: int = 3) -> rs.Stat:
+  """Per seed, (gain at high ambiguity) - (gain at low), where gain = softmax's average-K
+  error at ``k`` minus two_head's (positive: two_head helps more under more ambiguity)."""
+  def gain(level, seed):
+    return (rs.average_k_error(rep.amb[(level, "softmax")][seed], k)
+            - rs.average_k_error(rep.amb[(level, "two_head")][seed], k))
+
+  runs = [rep.amb.get((lvl, o), {}) for lvl in ("low", "high") for o in ("two_head", "softmax")]
+  seeds = sorted(set.intersection(*(set(r) for r in runs)))
+  return rs.Stat([gain("high", s) - gain("low", s) for s in seeds])
+
+
 def claim3(rep):
   body, primary, lines = [], [], []
   for level in sweep.AMBIGUITY:
@@ -123,16 +135,7 @@ def claim3(rep):
     body.append([label] + [g.fmt() for g in gains] + [rare_vs_freq.fmt(), v])
   lines += rs.table(["setting"] + [f"gain bucket {i}" for i in range(3)]
                   + ["rare - frequent", "verdict"], body)
-  # More ambiguity, larger gain: high minus low, error at K = 3.
-  lo, hi = (rep.amb.get(("low", o), {}) for o in ("two_head", "softmax")), \
-      (rep.amb.get(("high", o), {}) for o in ("two_head", "softmax"))
-  (lo_a, lo_b), (hi_a, hi_b) = lo, hi
-  seeds = sorted(set(lo_a) & set(lo_b) & set(hi_a) & set(hi_b))
-  amb_diff = rs.Stat([(rs.average_k_error(lo_a[s], 3) - rs.average_k_error(hi_a[s], 3))
-                      - (rs.average_k_error(lo_b[s], 3) - rs.average_k_error(hi_b[s], 3))
-                      for s in seeds])
-  # Gain = softmax error - two_head error; (gain at high) - (gain at low) rewritten above.
-  amb_diff = rs.Stat([-x for x in amb_diff.values])
+  amb_diff = ambiguity_gain_change(rep)
   amb_v = rs.verdict(amb_diff)
   lines += [f"More ambiguity, larger gain: (gain at high) - (gain at low) in average-K "
             f"error at K = 3 (gain = softmax error - two_head error): {amb_diff.fmt(4)} "

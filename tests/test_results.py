@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments import ovr_baseline, results_report, sweep
+from experiments import ovr_baseline, results_claims, results_report, sweep
 from experiments import results_stats as rs
 from multilabel_jax import losses
 from multilabel_jax.data import debtags
@@ -150,3 +150,15 @@ def test_ovr_baseline_matches_sklearn_directly(tmp_path):
     got = test["decoders"]["threshold_0.5"][f"f1_{average}"]
     assert got == pytest.approx(expected, abs=1e-5), average
   assert test["ranking"]["precision_at_1"] > 0.5  # The words carry the tags.
+
+
+def test_ambiguity_gain_change_sign():
+  """two_head gains 0.01 at low ambiguity and 0.04 at high: the change is +0.03."""
+  err = {("low", "softmax"): 0.40, ("low", "two_head"): 0.39,
+         ("high", "softmax"): 0.60, ("high", "two_head"): 0.56}
+  reports = [{"sweep": {"group": "ambiguity", "level": lvl, "objective": o, "seed": s},
+              "test": {"decoders": {"average_k_3": {"average_k_accuracy": 1 - e + s / 100}}}}
+             for (lvl, o), e in err.items() for s in range(3)]
+  change = results_claims.ambiguity_gain_change(results_report.Report(reports))
+  assert change.n == 3 and change.values == pytest.approx([0.03] * 3)
+
