@@ -7,17 +7,22 @@ Used by :mod:`experiments.results_report`. Definitions (also written into RESULT
 * **Average-K error at K** = 1 - average-K accuracy of the sets chosen by the global
   threshold calibrated on validation so that sets hold K labels on average (decoder
   ``average_k_<K>``): the fraction of true test labels that such sets miss.
-* **Steps to 90%**: the first periodic validation step whose validation mAP (P@1 where
-  the run has no mAP: the fused 100k head) reaches 90% of the run's final value.
+* **Steps to 90%**: the first periodic validation step whose validation mAP reaches 90%
+  of the run's final value. When either side of a comparison has no validation mAP (the
+  fused 100k head), both sides use validation P@1. Its resolution is the row's
+  evaluation interval.
 * **Verdict** of "A beats B": the per-seed differences ``d_s = A_s - B_s`` (same seed,
   same data order), mean ``d`` and sample standard deviation ``s`` (ddof=1). Confirms if
   ``d > 2 s``, refutes if ``d < -2 s``, otherwise inconclusive; with one seed,
-  "inconclusive (1 seed)", and such rows are left out of a claim's verdict, which is
-  "confirms" when all its primary comparisons confirm, "refutes" when all refute, else
-  inconclusive. Against a fixed number (a deterministic baseline or a published
-  reference) ``s`` is the seed spread of A. For mAP, a difference no larger than the sum
-  of the two sides' mean bracket half-widths (the guaranteed error of the streaming mAP)
-  is "inconclusive (mAP bracket)" whatever the seeds say.
+  "inconclusive (1 seed)", and such rows are left out of a claim's verdict. Repeated
+  measurements of one statement (the same comparison on several rows) combine as
+  "confirms" when all confirm, "refutes" when all refute, else inconclusive. A claim made
+  of several parts ("A and B") is a conjunction: "refutes" if any part refutes,
+  "confirms" only if every part confirms, else inconclusive. Both sides of a paired
+  comparison are shown over the seeds they share. Against a fixed number (a deterministic
+  baseline or a published reference) ``s`` is the seed spread of A. For mAP, a difference
+  no larger than the sum of the two sides' mean bracket half-widths (the guaranteed error
+  of the streaming mAP) is "inconclusive (mAP bracket)" whatever the seeds say.
 """
 
 from __future__ import annotations
@@ -74,12 +79,14 @@ def history_metric(report) -> str:
   return "val_map" if "val_map" in hist[-1] else "val_precision_at_1"
 
 
-def steps_to_fraction(report, fraction: float = CONVERGENCE_FRACTION) -> float:
-  """First validation step reaching ``fraction`` of the final validation metric."""
+def steps_to_fraction(report, fraction: float = CONVERGENCE_FRACTION,
+                      key: Optional[str] = None) -> float:
+  """First validation step reaching ``fraction`` of the final validation metric ``key``
+  (default: :func:`history_metric`)."""
   hist = report.get("validation_history") or []
   if not hist:
     return float("nan")
-  key = history_metric(report)
+  key = key or history_metric(report)
   final = hist[-1][key]
   for h in hist:
     if h[key] >= fraction * final:
@@ -157,6 +164,23 @@ def combine(verdicts: Sequence[str]) -> str:
   if all(x == "refutes" for x in v):
     return "refutes"
   return "inconclusive"
+
+
+def conjunction(verdicts: Sequence[str]) -> str:
+  """The verdict of "part 1 and part 2 and ...": any part refutes -> refutes; every part
+  confirms -> confirms; else inconclusive. Parts not run or with one seed are ignored."""
+  v = [x for x in verdicts if x not in ("not run", ONE_SEED)]
+  if not v:
+    return ONE_SEED if ONE_SEED in verdicts else "not run"
+  if "refutes" in v:
+    return "refutes"
+  return "confirms" if all(x == "confirms" for x in v) else "inconclusive"
+
+
+def shared_seeds(*runs: Dict[int, dict]) -> List[Dict[int, dict]]:
+  """Each ``{seed: report}`` restricted to the seeds all of them have."""
+  seeds = set.intersection(*(set(r) for r in runs)) if runs else set()
+  return [{s: r[s] for s in sorted(seeds)} for r in runs]
 
 
 def table(header: List[str], rows: List[List[str]]) -> List[str]:

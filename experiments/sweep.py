@@ -77,7 +77,7 @@ PRESETS: Dict[str, Dict[str, Scale]] = {
                         num_test=1000, num_evals=2),
         "ambiguity": Scale(steps=150, seeds=3, num_classes=1_000, num_validation=500,
                            num_test=1000, num_evals=3),
-        "debtags_long": Scale(steps=4000, seeds=1, batch_size=128, num_evals=4),
+        "debtags_long": Scale(steps=4000, seeds=2, batch_size=128, num_evals=4),
     },
     "accelerator": {
         "debtags": Scale(steps=8000, seeds=5, batch_size=128),

@@ -44,6 +44,12 @@ def test_verdict_rule():
   assert rs.combine(["confirms", rs.ONE_SEED, "not run"]) == "confirms"
   assert rs.combine(["confirms", "inconclusive"]) == "inconclusive"
   assert rs.combine([rs.ONE_SEED]) == rs.ONE_SEED
+  assert rs.conjunction(["confirms", "refutes"]) == "refutes"  # "A and B": one part fails.
+  assert rs.conjunction(["confirms", "inconclusive"]) == "inconclusive"
+  assert rs.conjunction(["confirms", rs.ONE_SEED]) == "confirms"
+  assert rs.conjunction([rs.ONE_SEED]) == rs.ONE_SEED
+  a, b = rs.shared_seeds({0: "a0", 1: "a1", 2: "a2"}, {1: "b1", 2: "b2", 3: "b3"})
+  assert a == {1: "a1", 2: "a2"} and b == {1: "b1", 2: "b2"}
   s = rs.Stat([1.0, 2.0, float("nan"), 3.0])
   assert (s.n, s.mean, s.sd) == (3, 2.0, 1.0) and s.fmt(1) == "2.0 ± 1.0"
 
@@ -59,6 +65,7 @@ def test_steps_to_fraction_and_average_k_error():
   assert rs.top_k_error(report, 3) == pytest.approx(0.4)
   hist = [{"step": 5, "val_precision_at_1": 0.5}, {"step": 9, "val_precision_at_1": 0.5}]
   assert rs.steps_to_fraction({"validation_history": hist}) == 5.0  # No mAP: P@1.
+  assert rs.steps_to_fraction(report, key="val_map") == 30.0
 
 
 @pytest.mark.slow  # Two tiny training runs: about 20 s alone, minutes on a busy machine.
