@@ -39,6 +39,7 @@ class Report:
     self.main = rs.by_key(reports, "main", ("dataset", "objective"))
     self.amb = rs.by_key(reports, "ambiguity", ("level", "objective"))
     self.long = rs.by_key(reports, "long", ("dataset", "objective"))
+    self.tune = rs.by_key(reports, "tune", ("dataset", "variant"))
     self.baseline = next((r for r in reports if r.get("sweep", {}).get("group") == "baseline"),
                          None)
 
@@ -55,7 +56,8 @@ class Report:
              "Runs stored: " + f"{len(self.reports)} (group main: "
              f"{sum(len(v) for v in self.main.values())}, ambiguity: "
              f"{sum(len(v) for v in self.amb.values())}, long: "
-             f"{sum(len(v) for v in self.long.values())}, baseline: "
+             f"{sum(len(v) for v in self.long.values())}, tune: "
+             f"{sum(len(v) for v in self.tune.values())}, baseline: "
              f"{int(self.baseline is not None)}).", ""]
     rows = []
     for row in self.rows():

@@ -25,8 +25,12 @@ def test_plan_covers_every_objective_row_and_ambiguity_level():
   assert levels == {(lvl, o) for lvl in sweep.AMBIGUITY for o in ("softmax", "two_head")}
   assert sum(r.group == "baseline" for r in runs) == 1
   long = [r for r in runs if r.group == "long"]
-  assert {r.meta["objective"] for r in long} == set(sweep.LONG_OBJECTIVES)
+  tuned = f"sigmoid ({sweep.DEBTAGS_TUNED})"
+  assert {r.meta["objective"] for r in long} == set(sweep.LONG_OBJECTIVES) | {tuned}
   assert all(r.make_config().total_steps == 4000 for r in long)  # debtags.py's own schedule.
+  assert {r.meta["variant"] for r in runs if r.group == "tune"} == set(sweep.DEBTAGS_TUNING)
+  config = next(r for r in long if r.meta["objective"] == tuned).make_config()
+  assert config.optimizer.lr == sweep.DEBTAGS_TUNING[sweep.DEBTAGS_TUNED]["lr"]
   config = runs[names.index("hw100k_softmax_s0")].make_config()
   assert config.data.options.num_classes == 100_000 and config.head.fused == "auto"
   with pytest.raises(ValueError, match="preset"):
@@ -169,3 +173,40 @@ def test_ambiguity_gain_change_sign():
   change = results_claims.ambiguity_gain_change(results_report.Report(reports))
   assert change.n == 3 and change.values == pytest.approx([0.03] * 3)
 
+
+
+def _fake_run(group, objective, seed, val_p1, test_p1, steps, **meta):
+  return {"sweep": {"group": group, "dataset": "debtags", "objective": objective,
+                    "seed": seed, **meta},
+          "config": {"total_steps": steps},
+          "train": {"seconds_this_run": 10.0},
+          "validation_history": [{"step": steps, "val_precision_at_1": val_p1,
+                                  "val_map": val_p1 / 2}],
+          "test": {"ranking": {"precision_at_1": test_p1, "precision_at_3": 0.6,
+                               "precision_at_5": 0.4, "map": 0.3, "map_error": 0.01},
+                   "decoders": {"top_1": {"f1_micro": 0.5, "f1_macro": 0.2}}}}
+
+
+def test_claim5_picks_the_best_configuration_on_validation():
+  """The best *test* P@1 (main softmax) is not chosen: validation picks the tuned run."""
+  tuned = f"sigmoid ({sweep.DEBTAGS_TUNED})"
+  reports = [_fake_run("main", "softmax", s, 0.80, 0.99, 300) for s in (0, 1)]
+  reports += [_fake_run("long", tuned, s, 0.93 + s / 1000, 0.955 + s / 1000, 4000)
+              for s in (0, 1)]
+  reports += [_fake_run("tune", "sigmoid", 0, p, p, 1000, variant=v)
+              for v, p in (("lr1e-3", 0.90), (sweep.DEBTAGS_TUNED, 0.92))]
+  reports.append({"sweep": {"group": "baseline"}, "model": {"estimator": "OvR", "C": 8.0,
+                                                            "C_grid": [8.0]},
+                  "train": {"seconds_this_run": 5.0},
+                  "test": {"ranking": {"precision_at_1": 0.94, "precision_at_3": 0.65,
+                                       "precision_at_5": 0.5, "map": 0.5, "map_error": 0.0},
+                           "decoders": {"top_1": {"f1_micro": 0.6, "f1_macro": 0.3}}}})
+  _, _, verdict, lines = results_claims.claim5(results_report.Report(reports))
+  text = "\n".join(lines)
+  assert f"**{tuned} (4000 steps)**" in text
+  assert "the best on validation" in text and "is not the best variant" not in text
+  # Test P@1 0.9555 ± 0.0007 beats the baseline (0.94) and the reference (0.947): d > 2 s.
+  assert verdict == "confirms"
+  reports[-3]["validation_history"][-1]["val_precision_at_1"] = 0.99  # lr1e-3 now leads.
+  text = "\n".join(results_claims.claim5(results_report.Report(reports))[3])
+  assert "is not the best variant on validation" in text
