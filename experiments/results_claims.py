@@ -28,6 +28,7 @@ def comparison(label, a, b, fn, higher=True, digits=4, bracket=None):
   return v, [label, rs.stat(a, fn).fmt(digits), rs.stat(b, fn).fmt(digits),
              diff.fmt(digits), str(diff.n), v]
 
+
 def _same_runs(a, b) -> bool:
   """Whether two groups of runs share seeds and give the same test P@1 and mAP on each."""
   a, b = rs.shared_seeds(a, b)
@@ -40,8 +41,8 @@ def claim1(rep):
   for row in rep.rows():
     for name, m in (("P@1", "precision_at_1"), ("mAP", "map")):
       v, cells = comparison(f"{row} {name}", rep.runs(row, "softmax"),
-                                  rep.runs(row, "sigmoid"), lambda r, m=m: rs.ranking(r, m),
-                                  bracket=rs.map_bracket if m == "map" else None)
+                            rep.runs(row, "sigmoid"), lambda r, m=m: rs.ranking(r, m),
+                            bracket=rs.map_bracket if m == "map" else None)
       body.append(cells)
       if row in ("hw20k", "hw100k"):
         primary.append(v)
@@ -53,12 +54,13 @@ def claim1(rep):
           "with a single seed is shown but left out of the verdict); debtags and 1k for "
           "context.", rs.combine(primary), lines)
 
+
 def claim2(rep):
   body, primary = [], []
   for row in rep.rows():
     v, cells = comparison(f"{row} mAP", rep.runs(row, "embedding"),
-                                rep.runs(row, "sigmoid"), lambda r: rs.ranking(r, "map"),
-                                bracket=rs.map_bracket)
+                          rep.runs(row, "sigmoid"), lambda r: rs.ranking(r, "map"),
+                          bracket=rs.map_bracket)
     body.append(cells)
     _, cells = comparison(f"{row} micro mAP (context: scores pooled over classes)",
                           rep.runs(row, "embedding"), rep.runs(row, "sigmoid"),
@@ -104,6 +106,7 @@ def claim2(rep):
                                        "embedding - sigmoid", "seeds", "verdict"], body)
           + extra)
 
+
 def ambiguity_gain_change(rep, k: int = 3) -> rs.Stat:
   """Per seed, (gain at high ambiguity) - (gain at low), where gain = softmax's average-K
   error at ``k`` minus two_head's (positive: two_head helps more under more ambiguity)."""
@@ -121,10 +124,10 @@ def claim3(rep):
   for level in sweep.AMBIGUITY:
     for k in (1, 3, 5):
       v, cells = comparison(f"ambiguity {level} (group, noise = "
-                                  f"{sweep.AMBIGUITY[level]}) avg-K err@{k}",
-                                  rep.amb.get((level, "two_head"), {}),
-                                  rep.amb.get((level, "softmax"), {}),
-                                  lambda r, k=k: rs.average_k_error(r, k), higher=False)
+                            f"{sweep.AMBIGUITY[level]}) avg-K err@{k}",
+                            rep.amb.get((level, "two_head"), {}),
+                            rep.amb.get((level, "softmax"), {}),
+                            lambda r, k=k: rs.average_k_error(r, k), higher=False)
       body.append(cells)
       primary.append(v)
   mid_is_hw1k = _same_runs(rep.amb.get(("mid", "softmax"), {}), rep.runs("hw1k", "softmax"))
@@ -132,8 +135,8 @@ def claim3(rep):
     if row == "hw1k" and mid_is_hw1k:
       continue
     v, cells = comparison(f"{row} avg-K err@3", rep.runs(row, "two_head"),
-                                rep.runs(row, "softmax"),
-                                lambda r: rs.average_k_error(r, 3), higher=False)
+                          rep.runs(row, "softmax"),
+                          lambda r: rs.average_k_error(r, 3), higher=False)
     body.append(cells)
   lines += rs.table(["setting", "two_head", "softmax", "two_head - softmax", "seeds",
                    "verdict (lower error wins)"], body)
@@ -172,7 +175,7 @@ def claim3(rep):
     body.append([label] + [g.fmt() for g in gains] + [rare_vs_freq.fmt(), v])
   body = [r[:1] + r[1:-2] + ["n/a"] * (width + 3 - len(r)) + r[-2:] for r in body]
   lines += rs.table(["setting"] + [f"gain bucket {i}" for i in range(width)]
-                  + ["rare - frequent", "verdict (gain on rare > 0 and > frequent's)"], body)
+                    + ["rare - frequent", "verdict (gain on rare > 0 and > frequent's)"], body)
   amb_diff = ambiguity_gain_change(rep)
   amb_v = rs.verdict(amb_diff)
   lines += [f"More ambiguity, larger gain: (gain at high) - (gain at low) in average-K "
@@ -189,6 +192,7 @@ def claim3(rep):
           "(1k classes; synonym group size and feature noise), the rare-vs-frequent bucket "
           "gains, and the change of the gain from low to high ambiguity. The claim-level "
           "verdict is the conjunction of the three parts.", overall, lines)
+
 
 def claim4(rep):
   body, primary, lines = [], [], []
@@ -238,6 +242,7 @@ def claim4(rep):
           "parts of the claim (each combined over rows; the claim is their conjunction).",
           rs.conjunction([rs.combine([v for lab, v in primary if lab == part])
                           for part in sorted({lab for lab, _ in primary})]), lines)
+
 
 def _tuning_lines(rep, val_p1):
   """The debtags validation search (group ``tune``) and whether the sweep's choice is its
@@ -291,15 +296,15 @@ def claim5(rep):
   lines += [f"Best configuration on debtags by mean **validation** P@1 (chosen before "
            f"looking at test): **{best}** ({len(b)} seed(s)), among the shrunk sweep runs "
            "and the full-schedule runs (group `long`). Test metrics:", ""]
+  rows = []
+  for (o, _), v in sorted(runs.items(), key=lambda kv: -rs.stat(kv[1], val_p1).mean)[:6]:
+    rows.append([o, str(next(iter(v.values()))["config"]["total_steps"]), str(len(v)),
+                 rs.stat(v, val_p1).fmt(4)]
+                + [rs.stat(v, lambda r, m=m: rs.ranking(r, m)).fmt(4)
+                   for m in ("precision_at_1", "precision_at_3", "precision_at_5", "map")]
+                + [f"{rs.stat(v, lambda r: r['train']['seconds_this_run']).mean:.0f}"])
   lines += rs.table(["objective", "steps", "seeds", "val P@1", "P@1", "P@3", "P@5", "mAP",
-                     "train s"],
-                  [[o, str(next(iter(v.values()))["config"]["total_steps"]), str(len(v)),
-                    rs.stat(v, val_p1).fmt(4)]
-                   + [rs.stat(v, lambda r, m=m: rs.ranking(r, m)).fmt(4)
-                      for m in ("precision_at_1", "precision_at_3", "precision_at_5", "map")]
-                   + [f"{rs.stat(v, lambda r: r['train']['seconds_this_run']).mean:.0f}"]
-                   for (o, _), v in sorted(runs.items(), key=lambda kv: -rs.stat(
-                       kv[1], val_p1).mean)[:6]])
+                     "train s"], rows)
   if rep.baseline:
     model = rep.baseline["model"]
     chosen = (f"chosen on validation P@1 from {model['C_grid']}" if len(model["C_grid"]) > 1

@@ -71,8 +71,8 @@ class Report:
                    str(any_run["test"]["num_examples"]),
                    str(c["model"]) + " " + str(c["model_options"].get("widths", "")),
                    f"{sum(secs) / max(len(secs), 1):.0f}"])
-    lines += rs.table(["row", "classes", "steps", "batch", "eval every", "seeds", "test examples",
-                     "model", "mean train s"], rows)
+    lines += rs.table(["row", "classes", "steps", "batch", "eval every", "seeds",
+                       "test examples", "model", "mean train s"], rows)
     presets = {r.get("sweep", {}).get("preset") for r in self.reports}
     stored = {r["sweep"]["name"] for r in self.reports if "sweep" in r}
     for preset in sorted(p for p in presets if p in sweep.PRESETS):
@@ -117,8 +117,8 @@ class Report:
                     + [rs.stat(runs, lambda r: rs.steps_to_fraction(r)).fmt(0),
                        rs.stat(runs, lambda r: r["train"]["seconds_this_run"]).fmt(0)])
       lines += rs.table(["objective"] + [n for n, _ in RANKING]
-                      + ["best decoder: micro-F1", "mAP bracket ±", "steps to 90%", "train s"],
-                      body)
+                        + ["best decoder: micro-F1", "mAP bracket ±", "steps to 90%", "train s"],
+                        body)
       lines += ["Average-K error at K (1 - recall of sets of K labels on average, threshold "
                 "calibrated on validation) and, for the same budget, the top-K error:", ""]
       body = []
@@ -129,7 +129,7 @@ class Report:
                                for k in (1, 3, 5)
                                for f in (rs.average_k_error, rs.top_k_error)])
       lines += rs.table(["objective"] + [f"{n}@{k}" for k in (1, 3, 5)
-                                       for n in ("avg-K err", "top-K err")], body)
+                                          for n in ("avg-K err", "top-K err")], body)
       lines += self.decoder_table(row)
     return lines
 
@@ -251,7 +251,6 @@ class Report:
     out.append("* These come from shrunk CPU runs; see the verdicts and spreads in "
                "docs/RESULTS.md before generalising.")
     return out + [""]
-
 
 
 def write(results_dir, docs_dir, readme=None) -> str:

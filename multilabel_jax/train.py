@@ -280,7 +280,7 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
   if is_main:
     hooks.append(periodic_actions.ReportProgress(num_train_steps=config.total_steps,
                                                  writer=writer))
-  history = checkpointing.load_validation_history(workdir, start_step)  # Validation metrics of earlier runs.
+  history = checkpointing.load_validation_history(workdir, start_step)  # Earlier runs'.
   train_start = time.time()
   logging.info("training steps %d..%d", start_step, config.total_steps)
   batches = train_data.train_iter(start_step, config.total_steps - start_step)

@@ -114,10 +114,11 @@ def fused_stats(kind, chunk_size, x, kernel, bias, label_ids, keep):
 def _fused_stats_fwd(kind, chunk_size, x, kernel, bias, label_ids, keep):
   b = x.shape[0]
   if kind == "bce":
-    out = chunked_head.stats_pass(x, kernel, bias, chunk_size, _bce_stats_fn(label_ids, keep), _zeros3(b))
+    out = chunked_head.stats_pass(x, kernel, bias, chunk_size, _bce_stats_fn(label_ids, keep),
+                                  _zeros3(b))
   elif kind == "softmax":
-    m, s, pos = chunked_head.stats_pass(x, kernel, bias, chunk_size, _softmax_stats_fn(label_ids, keep),
-                           _softmax_init(b))
+    m, s, pos = chunked_head.stats_pass(x, kernel, bias, chunk_size,
+                                        _softmax_stats_fn(label_ids, keep), _softmax_init(b))
     out = (m + jnp.log(s), pos)
   else:
     raise ValueError(f"Unknown kind {kind!r}.")
@@ -234,14 +235,16 @@ def _reduced_fwd(kind, chunk_size, x, kernel, bias, weights, label_ids, keep, ls
     def dz_fn(carry, z, start):
       sp_z, sig = chunked_head.softplus_and_sigmoid(z)
       dz = weights[:, None] * (sig - 0.5 * ls)
-      return stats(carry, z, start, sp_z), chunked_head.scatter_positives(dz, label_ids, keep, start, pos_coef)
+      return stats(carry, z, start, sp_z), chunked_head.scatter_positives(
+          dz, label_ids, keep, start, pos_coef)
 
-    (sp, zs, pos), dx, dk, db = chunked_head.grad_pass(x, kernel, bias, chunk_size, dz_fn, _zeros3(b))
+    (sp, zs, pos), dx, dk, db = chunked_head.grad_pass(x, kernel, bias, chunk_size, dz_fn,
+                                                       _zeros3(b))
     loss = sp - 0.5 * ls * zs - (1.0 - ls) * pos
   else:
     # Pass 1: logsumexp (1 GEMM). Pass 2: logits, dX, dW (3 GEMMs).
-    m, s, pos = chunked_head.stats_pass(x, kernel, bias, chunk_size, _softmax_stats_fn(label_ids, keep),
-                           _softmax_init(b))
+    m, s, pos = chunked_head.stats_pass(x, kernel, bias, chunk_size,
+                                        _softmax_stats_fn(label_ids, keep), _softmax_init(b))
     lse = m + jnp.log(s)
     k = jnp.sum(keep, axis=1)
     w = jnp.where(k > 0, weights, 0.0)

@@ -69,9 +69,9 @@ def _check(x, softmax_kernel, softmax_bias, multilabel_kernel, multilabel_bias, 
            k, chunk_size, where):
   """Checks the arguments; returns ``(B, C, where)``. Raises ValueError naming one."""
   b, _, c = chunked_head.check_head(x, softmax_kernel, softmax_bias, label_ids, chunk_size,
-                             kernel_name="softmax_kernel", bias_name="softmax_bias")
+                                    kernel_name="softmax_kernel", bias_name="softmax_bias")
   _, _, c_m = chunked_head.check_head(x, multilabel_kernel, multilabel_bias, None, chunk_size,
-                               kernel_name="multilabel_kernel", bias_name="multilabel_bias")
+                                      kernel_name="multilabel_kernel", bias_name="multilabel_bias")
   if c_m != c:
     raise ValueError(f"`multilabel_kernel` has {c_m} classes (shape {multilabel_kernel.shape}) "
                      f"but `softmax_kernel` has {c} (shape {softmax_kernel.shape}).")
@@ -146,7 +146,8 @@ def _two_head_pass(chunk_size, x, heads, consts, weights=None, weight=None):
   grads = ((jnp.zeros(x.shape, _F32),) + tuple(jnp.zeros_like(a) for a in heads)
            if with_grads else ())
   stats, grads = chunked_head.for_each_chunk(ws, bs, chunk_size, body,
-                                      ((jnp.zeros((b,), _F32),) * 3, grads), refs=(x, wm, bm))
+                                             ((jnp.zeros((b,), _F32),) * 3, grads),
+                                             refs=(x, wm, bm))
   if with_grads:
     grads = (grads[0].astype(x.dtype),) + grads[1:]
   return stats, grads or None
@@ -270,7 +271,7 @@ def linear_two_head_average_k_reduced(x, softmax_kernel, softmax_bias, multilabe
   """
   b, c, where = _check(x, softmax_kernel, softmax_bias, multilabel_kernel, multilabel_bias,
                        label_ids, k, chunk_size, where)
-  weights = chunked_head.check_weights(weights, where, b)  # pylint: disable=protected-access
+  weights = chunked_head.check_weights(weights, where, b)
   consts = _prepare(x, softmax_kernel, softmax_bias, label_ids, k, chunk_size, where, b, c)
   heads = (softmax_kernel, softmax_bias, multilabel_kernel, multilabel_bias)
   return _total(chunk_size, x, heads, weights, jnp.asarray(weight, _F32), consts)

@@ -168,7 +168,7 @@ def _softmax_reduced_local_fwd(axis_name, chunk_size, x, kernel, bias, weights, 
   b = x.shape[0]
   stats = fused._softmax_stats_fn(ids, keep)  # pylint: disable=protected-access
   m, s, pos = chunked_head.stats_pass(x, kernel, bias, chunk_size, stats,
-                               fused._softmax_init(b))  # pylint: disable=protected-access
+                                      fused._softmax_init(b))  # pylint: disable=protected-access
   lse = _global_lse(m + jnp.log(s), axis_name)
   pos = lax.psum(pos, axis_name)
   k = jnp.sum(keep, axis=1)
@@ -201,7 +201,7 @@ _softmax_reduced_local.defvjp(_softmax_reduced_local_fwd, _softmax_reduced_local
 def _reduced(kind, x, kernel, bias, label_ids, weights, where, label_smoothing, *, mesh,
              chunk_size, axis_name, batch_axis):
   b, c = _setup(x, kernel, bias, label_ids, chunk_size, mesh, axis_name, batch_axis)
-  weights = chunked_head.check_weights(weights, where, b)  # pylint: disable=protected-access
+  weights = chunked_head.check_weights(weights, where, b)
   keep = chunked_head.valid_ids_mask(label_ids, c)
   ls = jnp.asarray(label_smoothing, _F32)
 

@@ -137,7 +137,7 @@ def linear_average_k_threshold(x, kernel, bias, label_ids, k: float, *, chunk_si
   if max_pseudo == 0:
     return jnp.asarray(jnp.inf, _F32), lse
   top = chunked_head.for_each_chunk(kernel, bias, chunk_size, body,
-                             jnp.full((max_pseudo,), -1.0, _F32), refs=(x,))
+                                    jnp.full((max_pseudo,), -1.0, _F32), refs=(x,))
   target = jnp.round(k * jnp.sum(where)).astype(jnp.int32)
   m = jnp.clip(target - jnp.sum(keep), 0, max_pseudo)
   return jnp.where(m > 0, top[jnp.maximum(m - 1, 0)], jnp.inf), lse
