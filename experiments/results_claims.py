@@ -244,7 +244,7 @@ def claim4(rep):
                           for part in sorted({lab for lab, _ in primary})]), lines)
 
 
-def _tuning_lines(rep, val_p1):
+def _tuning_lines(rep):
   """The debtags validation search (group ``tune``) and whether the sweep's choice is its
   best variant."""
   tune = {v: runs for (d, v), runs in rep.tune.items() if d == "debtags"}
@@ -252,9 +252,10 @@ def _tuning_lines(rep, val_p1):
     return []
   steps = next(iter(next(iter(tune.values())).values()))["config"]["total_steps"]
   body = [[v, ", ".join(f"{k} = {x}" for k, x in sweep.DEBTAGS_TUNING.get(v, {}).items()),
-           rs.stat(r, val_p1).fmt(4),
-           rs.stat(r, lambda x: x["validation_history"][-1]["val_map"]).fmt(4)]
-          for v, r in sorted(tune.items(), key=lambda kv: -rs.stat(kv[1], val_p1).mean)]
+           rs.stat(r, rs.final_validation).fmt(4),
+           rs.stat(r, lambda x: rs.final_validation(x, "val_map")).fmt(4)]
+          for v, r in sorted(tune.items(),
+                             key=lambda kv: -rs.stat(kv[1], rs.final_validation).mean)]
   best = body[0][0]
   note = (f"The full-schedule runs use `{sweep.DEBTAGS_TUNED}` (`sweep.DEBTAGS_TUNED`), the "
           "best on validation." if best == sweep.DEBTAGS_TUNED else
@@ -274,9 +275,7 @@ def claim5(rep):
     return ("Our best configuration against the classical baseline and the reference "
             "P@1 0.947.", "", "not run", ["debtags was not run."])
   # Chosen on validation (the last periodic validation's P@1), then judged on test.
-  val_p1 = lambda r: (r.get("validation_history") or [{}])[-1].get("val_precision_at_1",
-                                                                     float("nan"))
-  key = max(runs, key=lambda k: rs.stat(runs[k], val_p1).mean)
+  key = max(runs, key=lambda k: rs.stat(runs[k], rs.final_validation).mean)
   b = runs[key]
   steps = next(iter(b.values()))["config"]["total_steps"]
   best = f"{key[0]} ({steps} steps)"
@@ -292,14 +291,15 @@ def claim5(rep):
         v = rs.BRACKET
       verdicts.append(v)
       body.append([name, s.fmt(4), f"{base:.4f}", f"{s.mean - base:+.4f}", v])
-  lines = _tuning_lines(rep, val_p1)
+  lines = _tuning_lines(rep)
   lines += [f"Best configuration on debtags by mean **validation** P@1 (chosen before "
            f"looking at test): **{best}** ({len(b)} seed(s)), among the shrunk sweep runs "
            "and the full-schedule runs (group `long`). Test metrics:", ""]
   rows = []
-  for (o, _), v in sorted(runs.items(), key=lambda kv: -rs.stat(kv[1], val_p1).mean)[:6]:
+  by_val = sorted(runs.items(), key=lambda kv: -rs.stat(kv[1], rs.final_validation).mean)
+  for (o, _), v in by_val[:6]:
     rows.append([o, str(next(iter(v.values()))["config"]["total_steps"]), str(len(v)),
-                 rs.stat(v, val_p1).fmt(4)]
+                 rs.stat(v, rs.final_validation).fmt(4)]
                 + [rs.stat(v, lambda r, m=m: rs.ranking(r, m)).fmt(4)
                    for m in ("precision_at_1", "precision_at_3", "precision_at_5", "map")]
                 + [f"{rs.stat(v, lambda r: r['train']['seconds_this_run']).mean:.0f}"])

@@ -237,8 +237,7 @@ class Report:
                                    dec_wins.items()) + ".")
     long = {o: v for (d, o), v in self.long.items() if d == "debtags"}
     if long:
-      val_p1 = lambda r: r["validation_history"][-1].get("val_precision_at_1", float("nan"))
-      best = max(long, key=lambda o: rs.stat(long[o], val_p1).mean)
+      best = max(long, key=lambda o: rs.stat(long[o], rs.final_validation).mean)
       steps = next(iter(long[best].values()))["config"]["total_steps"]
       p1 = rs.stat(long[best], lambda r: rs.ranking(r, "precision_at_1"))
       refs = [("the reference", results_claims.REFERENCE_P1)]

@@ -74,6 +74,12 @@ def top_k_error(report, k: int) -> float:
   return 1.0 - decoder(report, f"{prefix}_{k}", "average_k_accuracy")
 
 
+def final_validation(report, key: str = "val_precision_at_1") -> float:
+  """The last periodic validation's ``key`` (NaN if the run has none)."""
+  hist = report.get("validation_history") or [{}]
+  return hist[-1].get(key, float("nan"))
+
+
 def history_metric(report) -> str:
   hist = report.get("validation_history") or [{}]
   return "val_map" if "val_map" in hist[-1] else "val_precision_at_1"
