@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from multilabel_jax import labels as labels_lib
-from multilabel_jax import streaming_metrics
+from multilabel_jax.metrics import streaming as streaming_metrics
 from multilabel_jax.losses import decoders as decoders_lib
 
 SET_COLUMNS = ("mean_set_size", "precision_micro", "recall_micro", "f1_micro", "f1_macro",

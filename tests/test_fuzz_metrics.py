@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from multilabel_jax import metrics, set_metrics
+from multilabel_jax import metrics
+from multilabel_jax.metrics import sets as set_metrics
 from multilabel_jax.losses import decoders
 from tests.fuzz_problems import (NO_SHRINK, ROW_KINDS, as_f64, ids_with_repeats, label_rows,
                                  score_matrices)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from sklearn import metrics as skm
 
-from multilabel_jax import set_metrics
+from multilabel_jax.metrics import sets as set_metrics
 
 N, C = 10, 6
 SETTINGS = settings(max_examples=15, deadline=None, derandomize=True)

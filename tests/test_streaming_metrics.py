@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from sklearn import metrics as skm
 
-from multilabel_jax import metrics, set_metrics
-from multilabel_jax import streaming_average_precision as sap
-from multilabel_jax import streaming_metrics as sm
+from multilabel_jax import metrics
+from multilabel_jax.metrics import histogram_average_precision as sap
+from multilabel_jax.metrics import sets as set_metrics
+from multilabel_jax.metrics import streaming as sm
 
 N, C, B = 24, 7, 4  # Examples, classes, batches.
 

@@ -304,7 +304,7 @@ def load_jsonl(config: JsonlConfig, *, featurizer: Optional[text_lib.TextFeaturi
   info = base.DatasetInfo(
       name=config.name, num_classes=len(label_map), max_labels=max_labels,
       inputs=featurizer.input_specs(),
-      train_label_counts=label_map_lib.label_counts(train_ids, len(label_map)),
+      train_label_counts=label_map_lib.train_label_counts(train_ids, len(label_map)),
       num_train_examples=len(train_ids), class_names=list(label_map.names), stats=total)
   split_stats["read"] = read_stats
   source = JsonlSource(info, arrays, keys=keys, split_stats=split_stats,

@@ -26,6 +26,8 @@ from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from multilabel_jax import metrics
+
 from multilabel_jax.data import base
 from multilabel_jax.labels import PAD_ID
 
@@ -82,10 +84,9 @@ def pack_label_ids(id_lists: Sequence[Sequence[int]], max_labels: int, num_class
   return out
 
 
-def label_counts(label_ids: np.ndarray, num_classes: int) -> np.ndarray:
-  """int64 ``[C]``: records holding each class (``label_ids`` already deduplicated)."""
-  ids = np.asarray(label_ids)
-  return np.bincount(ids[ids >= 0].ravel(), minlength=num_classes).astype(np.int64)
+def train_label_counts(label_ids, num_classes: int) -> np.ndarray:
+  """int64 ``[C]``: records holding each class, as numpy (:func:`metrics.label_counts`)."""
+  return np.asarray(metrics.label_counts(np.asarray(label_ids), num_classes), np.int64)
 
 
 class LabelMap:

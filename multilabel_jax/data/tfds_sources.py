@@ -222,7 +222,7 @@ class TfdsSource:
       inputs = self.featurizer.input_specs()
     self.info = base.DatasetInfo(
         name=dataset, num_classes=num_classes, max_labels=max_labels, inputs=inputs,
-        train_label_counts=label_map_lib.label_counts(self._label_ids["train"], num_classes),
+        train_label_counts=label_map_lib.train_label_counts(self._label_ids["train"], num_classes),
         num_train_examples=len(self._label_ids["train"]), class_names=self.class_names,
         stats=total)
 

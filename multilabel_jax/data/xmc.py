@@ -261,7 +261,7 @@ def load_xmc(config: XmcConfig) -> memory.ArraySource:
       name=config.name, num_classes=train.num_labels, max_labels=max_labels,
       inputs={"token_ids": base.InputSpec((max_features,), "int32"),
               "token_weights": base.InputSpec((max_features,), "float32")},
-      train_label_counts=label_map_lib.label_counts(arrays["train"]["label_ids"],
+      train_label_counts=label_map_lib.train_label_counts(arrays["train"]["label_ids"],
                                                     train.num_labels),
       num_train_examples=len(arrays["train"]["label_ids"]), stats=total)
   return memory.ArraySource(info, arrays, split_stats=split_stats,

@@ -5,7 +5,6 @@ Every loss returns per-example values ``[B]`` and leaves the batch reduction to 
 """
 
 from multilabel_jax.losses import decoders
-from multilabel_jax.losses._common import masked_mean
 from multilabel_jax.losses.count import abs_kl, count_distribution, count_scores, expected_count
 from multilabel_jax.losses.decoders import (DecodedSets, by_count, calibrate_average_k,
                                             calibrate_class_thresholds, threshold, top_k)
@@ -27,3 +26,4 @@ from multilabel_jax.losses.sigmoid import asymmetric, focal, sigmoid_bce
 from multilabel_jax.losses.softmax import softmax_scores, softmax_xent
 from multilabel_jax.losses.two_head import average_k_pseudo_labels, two_head_average_k
 from multilabel_jax.losses.zlpr import zlpr
+from multilabel_jax.metrics.ranking import masked_mean  # One copy, shared with metrics.

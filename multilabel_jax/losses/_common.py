@@ -51,11 +51,3 @@ def binary_loss_sum(logits: jax.Array, labels, pos_fn, neg_fn) -> jax.Array:
     return jnp.sum(neg, axis=-1) + jnp.sum(correction, axis=-1)
   y = labels.astype(logits.dtype)
   return jnp.sum(y * pos_fn(logits) + (1 - y) * neg, axis=-1)
-
-
-def masked_mean(per_example: jax.Array, mask=None) -> jax.Array:
-  """Mean of a per-example loss over ``mask`` (all examples if None); 0 if the mask is empty."""
-  if mask is None:
-    return jnp.mean(per_example)
-  mask = jnp.asarray(mask, per_example.dtype)
-  return jnp.sum(per_example * mask) / jnp.maximum(jnp.sum(mask), 1)

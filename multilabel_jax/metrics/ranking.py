@@ -5,7 +5,7 @@ of :mod:`multilabel_jax.labels`: dense ``[N, C]`` (float/bool, relevance is ``la
 or ids ``[N, L]`` (integer, -1 padded, duplicates count once).
 
 Per-example metrics return ``[N]`` so that callers and the streaming metrics
-(:mod:`multilabel_jax.streaming_metrics`) can average them. ``where`` (bool ``[N]``) zeroes
+(:mod:`multilabel_jax.metrics.streaming`) can average them. ``where`` (bool ``[N]``) zeroes
 masked rows; average with :func:`masked_mean`, i.e. ``values.sum() / where.sum()``.
 
 Ties: the ``@k`` metrics take the top ``k`` with :func:`jax.lax.top_k`, which puts the lower
@@ -13,7 +13,7 @@ class index first among equal scores. The whole-ranking metrics (AP, LRAP, cover
 ties exactly as sklearn does.
 
 Set metrics (F1, precision/recall of decoded sets, Hamming loss) live in
-:mod:`multilabel_jax.set_metrics` and are re-exported here.
+:mod:`multilabel_jax.metrics.sets`; both are re-exported by :mod:`multilabel_jax.metrics`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from multilabel_jax import labels as labels_lib
-from multilabel_jax.set_metrics import (  # pylint: disable=unused-import  # Re-exported.
-    SetCounts, average_k_accuracy, f1_score, hamming_loss, mean_set_size, precision_score,
-    recall_score, set_counts)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -311,7 +308,7 @@ def mean_average_precision(scores, labels, average: str = "macro", *, where=None
 
   Cost: sorts each class's ``N`` scores (micro: all ``N * C``), so it needs the whole
   ``[N, C]`` score matrix; for large eval sets use the streaming, bounded
-  :class:`multilabel_jax.streaming_average_precision.HistogramAveragePrecision`.
+  :class:`multilabel_jax.metrics.histogram_average_precision.HistogramAveragePrecision`.
 
   Example:
     >>> mean_average_precision(jnp.array([[0.9, 0.2], [0.3, 0.8]]),

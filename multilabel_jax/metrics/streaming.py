@@ -8,7 +8,7 @@ Every class is a ``flax.struct`` dataclass with ``from_model_output``, ``merge``
 * :class:`PSPAtK`: sums of the per-example numerators and denominators (exact).
 * :class:`SetMetric`: per-class ``tp, pred, true`` vectors ``[C]`` (macro) or their totals
   (micro), or per-example sums (samples) (exact).
-* :class:`HistogramAveragePrecision` (in :mod:`multilabel_jax.streaming_average_precision`):
+* :class:`HistogramAveragePrecision` (in :mod:`multilabel_jax.metrics.histogram_average_precision`):
   mAP from per-class score histograms, with a rigorous error bound.
 
 Parameters (``k``, propensities, ``average``...) are class attributes, set by the
@@ -22,7 +22,7 @@ Parameters (``k``, propensities, ``average``...) are class attributes, set by th
 
 Model outputs are passed by keyword, as ``clu.metrics.Collection`` does: ``scores [N, C]``
 (float), ``labels`` (dense ``[N, C]`` or ids ``[N, L]``), ``predictions`` (decoded sets, see
-:mod:`multilabel_jax.set_metrics`) and ``mask`` (bool ``[N]``, False for padding examples).
+:mod:`multilabel_jax.metrics.sets`) and ``mask`` (bool ``[N]``, False for padding examples).
 :func:`make_collection` builds a collection for a set of ``k``.
 """
 
@@ -35,9 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 from clu import metrics as clu_metrics
 
-from multilabel_jax import metrics
-from multilabel_jax import set_metrics
-from multilabel_jax.streaming_average_precision import (  # pylint: disable=unused-import
+from multilabel_jax.metrics import ranking as metrics
+from multilabel_jax.metrics import sets as set_metrics
+from multilabel_jax.metrics.histogram_average_precision import (  # pylint: disable=unused-import
     APEstimate, HistogramAveragePrecision, average_precision_bracket, default_bin_edges)
 
 
@@ -134,7 +134,7 @@ _SET_METRICS = ("precision", "recall", "f1", "hamming_loss", "mean_set_size",
 
 @flax.struct.dataclass
 class SetMetric(clu_metrics.Metric):
-  """Streaming metric of decoded sets (exact); see :mod:`multilabel_jax.set_metrics`.
+  """Streaming metric of decoded sets (exact); see :mod:`multilabel_jax.metrics.sets`.
 
   Build with ``SetMetric.with_options(metric, average=..., num_classes=...)``; then
   ``from_model_output(predictions=..., labels=..., mask=None)``.
@@ -157,7 +157,7 @@ class SetMetric(clu_metrics.Metric):
   @classmethod
   def with_options(cls, metric: str, *, average: str = "micro", zero_division: float = 0.0,
                    num_classes: Optional[int] = None, macro_classes: str = "all"):
-    """Args: as :func:`multilabel_jax.set_metrics.f1_score`; ``metric`` is one of
+    """Args: as :func:`multilabel_jax.metrics.sets.f1_score`; ``metric`` is one of
     precision, recall, f1 (any ``average`` but None), hamming_loss (needs ``num_classes``),
     mean_set_size, average_k_accuracy (the last three ignore ``average``)."""
     if metric not in _SET_METRICS:
