@@ -2,7 +2,8 @@
 
 Every check of a config against the data happens here, before any compute: an objective
 option it does not take, a model whose input the data does not provide, a fused head for
-an objective that has none.
+an objective that has none. Nothing here asks which objective it has: the
+:class:`losses.Objective` says what it needs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from multilabel_jax import configs, data, losses, models
+from multilabel_jax import data, losses, models
 from multilabel_jax.data import base as data_base
 
 # The batch key each encoder reads.
@@ -52,44 +53,37 @@ def train_label_ids(source, num_examples: int) -> np.ndarray:
 
 
 def build_objective(config, source, label_stats) -> losses.Objective:
-  """The objective, with data-driven defaults (count prior, two-head k, PMI embeddings)."""
-  name, info = config.objective, source.info
-  if name not in losses.OBJECTIVES:
-    raise ValueError(f"unknown `config.objective` {name!r}; choose one of "
+  """The objective, with what it may build from the training data (count priors, the
+  two-head's k, PMI embeddings: see each builder)."""
+  if config.objective not in losses.OBJECTIVES:
+    raise ValueError(f"unknown `config.objective` {config.objective!r}; choose one of "
                      f"{sorted(losses.OBJECTIVES)}.")
-  options = config.objective_options.to_dict()
-  accepted = losses.accepted_options(name)
-  if name == "embedding":
-    allowed = set(accepted) - {"embeddings"} | set(configs.EMBEDDING_BUILD_OPTIONS)
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-      raise ValueError(f"objective 'embedding' does not take option(s) {unknown}; it accepts "
-                       f"{sorted(allowed)}.")
-    dim = options.pop("dim", 64)
-    smoothing = options.pop("smoothing", 1.0)
-    ids = train_label_ids(source, config.data.stats_examples)
-    options["embeddings"] = losses.pmi_label_embeddings(
-        ids, info.num_classes, min(dim, info.num_classes), smoothing=smoothing)
-  mean = label_stats.mean_labels_per_example
-  if "mean_labels" in accepted:
-    options.setdefault("mean_labels", max(mean, 1e-3))
-  if name == "two_head":
-    options.setdefault("k", max(mean, 1.0))
-  return losses.get_objective(name, info.num_classes, **options)
+  training = losses.TrainingData(
+      mean_labels=label_stats.mean_labels_per_example,
+      label_ids=lambda: train_label_ids(source, config.data.stats_examples))
+  return losses.get_objective(config.objective, source.info.num_classes, data=training,
+                              **config.objective_options.to_dict())
 
 
 def use_fused_head(config, objective) -> bool:
-  if config.head.fused == "off" or objective.name not in configs.FUSABLE_OBJECTIVES:
+  """Whether the run trains and scores through ``objective.fused`` (no ``[B, C]`` arrays).
+
+  ``head.fused="on"`` for an objective without a fused form (or without a class-sharded
+  one on a class-sharded mesh) raises; ``"auto"`` uses it from ``head.fused_min_classes``.
+  """
+  fused, sharded = objective.fused, config.mesh.classes > 1
+  if config.head.fused == "on":
+    if fused is None:
+      raise ValueError(f"`config.head.fused='on'`: objective {objective.name!r} has no fused "
+                       "head; use `config.head.fused='auto'` or 'off'.")
+    if sharded and not fused.class_sharded:
+      raise ValueError(f"objective {objective.name!r} has no class-sharded fused head: use "
+                       "`config.mesh.classes=1` or `config.head.fused='off'`.")
+    return True
+  if config.head.fused == "off" or fused is None or (sharded and not fused.class_sharded):
     return False
-  if objective.name in configs.UNSHARDED_FUSED_OBJECTIVES and config.mesh.classes > 1:
-    return False  # "auto" only: validate() refuses "on".
-  return config.head.fused == "on" or objective.head_outputs["logits"].width >= (
-      config.head.fused_min_classes)
-
-
-def fused_heads(objective) -> tuple[str, ...]:
-  """The ``[B, C]`` heads a fused loss reads from the params instead of computing."""
-  return ("logits", "multilabel_logits") if objective.name == "two_head" else ("logits",)
+  width = objective.head_outputs[fused.rank_head].width
+  return width >= config.head.fused_min_classes
 
 
 def build_model(config, objective, source):

@@ -15,11 +15,6 @@ import pathlib
 import ml_collections
 
 FREE_FORM = ("data.options", "objective_options", "model_options")
-FUSABLE_OBJECTIVES = ("sigmoid", "softmax", "count_distribution", "two_head")
-# Fused objectives without a class-sharded variant (mesh.classes must be 1 when fused).
-UNSHARDED_FUSED_OBJECTIVES = ("two_head",)
-# Embedding objective options consumed by the train loop to build the PMI embeddings.
-EMBEDDING_BUILD_OPTIONS = ("dim", "smoothing")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -122,13 +117,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
                "keep_checkpoints", "mesh.classes"):
     if given[path] < 1:
       raise ValueError(f"`config.{path}` must be >= 1, got {given[path]}.")
-  if config.head.fused == "on" and config.objective not in FUSABLE_OBJECTIVES:
-    raise ValueError(f"`config.head.fused='on'` needs one of {FUSABLE_OBJECTIVES}; objective "
-                     f"{config.objective!r} has no fused head.")
-  if (config.head.fused == "on" and config.objective in UNSHARDED_FUSED_OBJECTIVES
-      and config.mesh.classes > 1):
-    raise ValueError(f"objective {config.objective!r} has no class-sharded fused head: use "
-                     "`config.mesh.classes=1` or `config.head.fused='off'`.")
 
 
 def stored_config_path(workdir) -> pathlib.Path:

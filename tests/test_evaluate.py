@@ -1,61 +1,116 @@
-"""Evaluation paths: the top-r path equals the dense path where both apply."""
+"""The evaluation path: one streaming pass for dense and fused heads, exact mAP, calibration."""
+
+import shutil
 
 import numpy as np
 import pytest
+from sklearn import metrics as skm
 
-from multilabel_jax import evaluate
+from multilabel_jax import evaluate, losses, metrics, scoring, train
 from multilabel_jax.losses import decoders as decoders_lib
+from tests.train_util import tiny_config
 
 
-def batches(scores, labels, batch_size):
-  for s in range(0, len(scores), batch_size):
-    sl = slice(s, s + batch_size)
-    yield {"scores": scores[sl], "label_ids": labels[sl], "mask": np.ones(len(scores[sl]), bool)}
+def batches_of(scores, labels, batch_size, extra=None):
+  def gen():
+    for s in range(0, len(scores), batch_size):
+      sl = slice(s, s + batch_size)
+      b = {"scores": scores[sl], "label_ids": labels[sl], "mask": np.ones(len(scores[sl]), bool)}
+      if extra is not None:
+        b["counts"] = extra[sl]
+      yield b
+  return gen
 
 
-def test_top_path_equals_dense_path():
-  rng = np.random.default_rng(0)
-  n, c, r = 60, 40, 12
+def dense(labels, c):
+  out = np.zeros((len(labels), c), int)
+  for i, row in enumerate(labels):
+    out[i, row[row >= 0]] = 1
+  return out
+
+
+def _problem(seed=0, n=60, c=40):
+  rng = np.random.default_rng(seed)
   scores = rng.uniform(size=(n, c)).astype(np.float32)
   labels = rng.integers(-1, c, size=(n, 4)).astype(np.int32)
   labels[0] = -1
   labels[1] = [3, 3, -1, 5]  # Duplicates count once.
-  counts = rng.uniform(0, 6, size=n).astype(np.float32)
-  propensity = rng.uniform(0.1, 1.0, size=c)
-  t_avg = decoders_lib.calibrate_average_k(scores, 2.0)
-  dense = evaluate.evaluate(
-      lambda b: (b["scores"], counts[:len(b["scores"])] * 0 + 2.0), batches(scores, labels, 16),
-      decoders={
-          "top_3": lambda s, cnt: decoders_lib.top_k(s, 3),
-          "threshold_0.5": lambda s, cnt: decoders_lib.threshold(s, 0.5, max_labels=r),
-          "average_k": lambda s, cnt: decoders_lib.threshold(s, t_avg, max_labels=r),
-          "by_count": lambda s, cnt: decoders_lib.by_count(s, cnt, max_labels=r)},
-      num_classes=c, top_ks=(1, 3, 5), propensity=propensity)
+  return scores, labels
 
-  def predict_top(b):
-    order = np.argsort(-b["scores"], axis=1, kind="stable")[:, :r]
-    return (np.take_along_axis(b["scores"], order, 1), order,
-            np.full(len(order), 2.0, np.float32))
 
-  top = evaluate.evaluate_top(
-      predict_top, batches(scores, labels, 16),
-      decoders=evaluate.top_decoders(threshold_t=0.5, average_k_t=t_avg, top_ks=(3,),
-                                     has_counts=True),
-      num_classes=c, top_ks=(1, 3, 5), propensity=propensity)
-  assert top["num_examples"] == dense["num_examples"] == n
-  assert top["set_size_counts"] == dense["set_size_counts"]
-  for key, value in top["ranking"].items():
-    assert value == pytest.approx(dense["ranking"][key], rel=1e-5, abs=1e-6), key
-  # Truncation differs by design: the dense path counts dropped labels, the top path
-  # counts rows whose r-th candidate still qualifies (it cannot see past r).
-  rth = -np.sort(-scores, axis=1)[:, r - 1]
-  assert top["decoders"]["threshold_0.5"]["num_truncated"] == (rth >= 0.5).sum() > 0
-  assert top["decoders"]["average_k"]["num_truncated"] == (rth >= t_avg).sum()
-  for name, metrics in top["decoders"].items():
-    for key, value in metrics.items():
-      if key == "num_truncated" and name != "top_3":
-        continue
-      assert value == pytest.approx(dense["decoders"][name][key], rel=1e-5, abs=1e-6), (name, key)
+def test_ranking_and_sets_equal_the_dense_references():
+  scores, labels = _problem()
+  n, c = scores.shape
+  y = dense(labels, c)
+  objective = losses.get_objective("sigmoid", c)
+  scorer = scoring.array_scorer(lambda b: b["scores"], r=12)
+  result = evaluate.evaluate(scorer, batches_of(scores, labels, 16), objective=objective,
+                             num_classes=c, top_ks=(1, 3, 5), r=12, pr_curve=True)
+  ranking = result["ranking"]
+  for k in (1, 3, 5):
+    want = float(metrics.masked_mean(metrics.precision_at_k(scores, labels, k)))
+    assert ranking[f"precision_at_{k}"] == pytest.approx(want, abs=1e-6)
+  cols = y.sum(0) > 0
+  assert ranking["map"] == pytest.approx(
+      skm.average_precision_score(y[:, cols], scores[:, cols], average="macro"), abs=1e-6)
+  assert ranking["map_micro"] == pytest.approx(
+      skm.average_precision_score(y, scores, average="micro"), abs=1e-6)
+  rank = np.argsort(np.argsort(-scores, axis=1, kind="stable"), axis=1)
+  pred = (scores >= 0.5) & (rank < 12)  # A set holds at most r = 12 labels.
+  m = result["decoders"]["threshold_0.5"]
+  assert m["f1_micro"] == pytest.approx(skm.f1_score(y, pred, average="micro"), abs=1e-6)
+  rth = -np.sort(-scores, axis=1)[:, 11]  # Rows whose 12th candidate still passes.
+  assert m["num_truncated"] == int((rth >= 0.5).sum()) > 0
+  assert result["set_size_counts"]["labels"] == np.bincount(y.sum(1)).tolist()
+  assert result["map_method"].startswith("exact")
+
+
+def test_calibration_equals_the_full_score_calibration():
+  scores, labels = _problem(1, n=80, c=30)
+  scores = np.round(scores, 2)  # Ties.
+  c = scores.shape[1]
+  objective = losses.get_objective("softmax", c)
+  scorer = scoring.array_scorer(lambda b: b["scores"], r=c)
+  val = evaluate.evaluate(scorer, batches_of(scores, labels, 32), objective=objective,
+                          num_classes=c, top_ks=(1,), r=c, keep_values=True)
+  cal = evaluate.calibrate(val["_calibration_inputs"], num_classes=c, k=None,
+                           average_ks=(1, 3, 50))
+  np.testing.assert_array_equal(
+      cal["class_thresholds"],
+      decoders_lib.calibrate_class_thresholds(scores, labels, min_positives=5))
+  k = evaluate.mean_labels(labels)
+  assert cal["average_k"] == {"k": k, "threshold": decoders_lib.calibrate_average_k(scores, k)}
+  assert sorted(cal["average_k_at"]) == [1, 3]  # K > C is skipped.
+  test = evaluate.evaluate(scorer, batches_of(scores, labels, 32), objective=objective,
+                           num_classes=c, top_ks=(1,), r=c, calibration=cal)
+  for kk in (1, 3):  # Ties are never split: the sets hold all of a tie group.
+    t = cal["average_k_at"][kk]
+    assert t == decoders_lib.calibrate_average_k(scores, kk)
+    assert test["decoders"][f"average_k_{kk}"]["mean_set_size"] == pytest.approx(
+        (scores >= t).sum(1).mean(), abs=1e-6)
+  pred = scores >= cal["class_thresholds"][None]
+  assert test["decoders"]["class_thresholds"]["f1_micro"] == pytest.approx(
+      skm.f1_score(dense(labels, c), pred, average="micro"), abs=1e-6)
+
+
+def test_by_count_and_buckets():
+  scores, labels = _problem(2)
+  n, c = scores.shape
+  y = dense(labels, c)
+  counts = np.random.default_rng(3).uniform(0, 6, size=n).astype(np.float32)
+  objective = losses.get_objective("count_distribution", c)
+  scorer = scoring.array_scorer(lambda b: b["scores"], r=4, counts_fn=lambda b: b["counts"])
+  buckets = np.arange(c) % 3
+  result = evaluate.evaluate(scorer, batches_of(scores, labels, 16, counts),
+                             objective=objective, num_classes=c, top_ks=(1,), r=4,
+                             class_buckets=buckets)
+  n_count = np.round(counts).astype(int)
+  assert result["decoders"]["by_count"]["num_truncated"] == int(np.maximum(n_count - 4, 0).sum())
+  ap = np.array([skm.average_precision_score(y[:, j], scores[:, j]) if y[:, j].any()
+                 else np.nan for j in range(c)])
+  for b in range(3):
+    assert result["buckets"]["map"][b] == pytest.approx(np.nanmean(ap[buckets == b]), abs=1e-6)
+    assert result["buckets"]["num_positives"][b] == y[:, buckets == b].sum()
 
 
 def test_frequency_buckets_split_label_mass():
@@ -66,58 +121,59 @@ def test_frequency_buckets_split_label_mass():
     evaluate.frequency_buckets(counts, 0)
 
 
-def test_bucket_metrics_and_pr_curve_match_sklearn():
-  metrics_lib = pytest.importorskip("sklearn.metrics")
-  rng = np.random.default_rng(1)
-  n, c = 60, 12
-  # Distinct scores per class on a grid, and edges between grid points: every bin holds one
-  # score, so the histogram AP is exact.
-  scores = np.stack([rng.permutation(n) for _ in range(c)], 1).astype(np.float32) / n
-  edges = (np.arange(n - 1) + 0.5) / n
-  dense = (rng.uniform(size=(n, c)) < 0.25).astype(int)
-  dense[:, 7] = 0  # A class without positives is left out of its bucket's mAP.
-  labels = np.where(dense, np.arange(c), -1).astype(np.int32)
-  buckets = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
-  t = 0.6
-  result = evaluate.evaluate(
-      lambda b: (b["scores"], None), batches(scores, labels, 16),
-      decoders={"thr": lambda s, cnt: decoders_lib.threshold(s, t, max_labels=c)},
-      num_classes=c, top_ks=(1,), bin_edges=edges, class_buckets=buckets, pr_curve=True)
-  b = result["buckets"]
-  assert b["num_classes"] == [4, 4, 4]
-  assert b["num_positives"] == [dense[:, buckets == i].sum() for i in range(3)]
-  ap = np.array([metrics_lib.average_precision_score(dense[:, j], scores[:, j])
-                 if dense[:, j].any() else np.nan for j in range(c)])
-  for i in range(3):
-    assert b["map"][i] == pytest.approx(np.nanmean(ap[buckets == i]), abs=1e-6)
-  pred = (scores >= t).astype(int)
-  for i in range(3):
-    cols = buckets == i
-    assert b["decoders"]["thr"]["recall_micro"][i] == pytest.approx(
-        metrics_lib.recall_score(dense[:, cols], pred[:, cols], average="micro"))
-    used = cols & ((dense + pred).sum(0) > 0)
-    assert b["decoders"]["thr"]["f1_macro"][i] == pytest.approx(
-        metrics_lib.f1_score(dense[:, used], pred[:, used], average="macro"))
-  sizes = result["set_size_counts"]
-  assert sizes["thr"] == np.bincount(pred.sum(1)).tolist()
-  assert sizes["labels"] == np.bincount(dense.sum(1)).tolist()
-  curve = result["pr_curve"]
-  for thr, p, r in zip(curve["threshold"], curve["precision"], curve["recall"]):
-    sel = scores >= thr
-    assert p == pytest.approx((dense & sel).sum() / max(sel.sum(), 1) if sel.any() else 1.0)
-    assert r == pytest.approx((dense & sel).sum() / dense.sum())
-  assert curve["threshold"] == sorted(curve["threshold"], reverse=True)
+def _assert_reports_equal(a, b):
+  assert a["num_examples"] == b["num_examples"]
+  assert a["set_size_counts"] == b["set_size_counts"]
+  assert a["ranking"].keys() == b["ranking"].keys()
+  for key, value in a["ranking"].items():
+    assert b["ranking"][key] == pytest.approx(value, abs=1e-6), key
+  assert a["decoders"].keys() == b["decoders"].keys()
+  for name, m in a["decoders"].items():
+    for key, value in m.items():
+      assert b["decoders"][name][key] == pytest.approx(value, abs=1e-6), (name, key)
 
 
-def test_calibrate_average_k_at_fixed_sizes():
-  rng = np.random.default_rng(2)
-  scores = rng.uniform(size=(50, 20)).astype(np.float32)
-  labels = rng.integers(-1, 20, size=(50, 3)).astype(np.int32)
-  cal = evaluate.calibrate(scores, labels, k=2.0, average_ks=(1, 3, 5, 50))
-  assert sorted(cal["average_k_at"]) == [1, 3, 5]  # K > C is skipped.
-  decoders = evaluate.make_decoders(objective_name="softmax", has_counts=False,
-                                    calibration=cal, top_ks=(1,), max_set_size=20,
-                                    num_classes=20)
-  for k in (1, 3, 5):
-    sets = decoders[f"average_k_{k}"](scores, None)
-    assert float(np.asarray(sets.mask).sum(1).mean()) == pytest.approx(k)
+def _dense_then_fused(tmp_path, loss):
+  config = tiny_config(loss)
+  report_dense = train.train_and_evaluate(config, tmp_path / "dense")
+  shutil.copytree(tmp_path / "dense", tmp_path / "fused")
+  config.head.fused = "on"
+  config.head.chunk_size = 24  # Does not divide 64 classes.
+  config.allow_config_change = True
+  report_fused = train.train_and_evaluate(config, tmp_path / "fused")  # Restores, evaluates.
+  assert report_fused["train"]["fused_head"] and not report_dense["train"]["fused_head"]
+  assert report_fused["train"]["start_step"] == config.total_steps
+  return report_dense, report_fused
+
+
+@pytest.mark.parametrize("loss", ["softmax", "two_head"])
+def test_the_same_model_evaluates_identically_through_dense_and_fused_heads(tmp_path, loss):
+  a, b = _dense_then_fused(tmp_path, loss)
+  _assert_reports_equal(a["test"], b["test"])
+  _assert_reports_equal(a["oracle"], b["oracle"])
+  assert a["calibration"]["average_k"]["threshold"] == pytest.approx(
+      b["calibration"]["average_k"]["threshold"], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["sigmoid", "count_distribution"])
+def test_dense_and_fused_evaluation_agree_for_the_other_fused_objectives(tmp_path, loss):
+  a, b = _dense_then_fused(tmp_path, loss)
+  _assert_reports_equal(a["test"], b["test"])
+
+
+def test_report_map_equals_sklearn_on_the_oracle(tmp_path):
+  from multilabel_jax.data import hashtag_world  # pylint: disable=g-import-not-at-top
+  config = tiny_config("softmax")
+  report = train.train_and_evaluate(config, tmp_path)
+  world = hashtag_world.HashtagWorld(**config.data.options.to_dict())
+  n = world.num_examples("test")
+  batch = world.read("test", np.arange(n))
+  marg = world.oracle_marginals_from_inputs(batch)
+  ids = batch["label_ids"]
+  y = dense(np.asarray(ids), world.info.num_classes)
+  cols = y.sum(0) > 0
+  assert report["oracle"]["ranking"]["map"] == pytest.approx(
+      skm.average_precision_score(y[:, cols], marg[:, cols]), abs=1e-6)
+  assert report["oracle"]["ranking"]["map_micro"] == pytest.approx(
+      skm.average_precision_score(y, marg, average="micro"), abs=1e-6)

@@ -59,7 +59,7 @@ def test_fused_head_matches_dense_head(tmp_path, loss):
   r1 = train.train_and_evaluate(dense, tmp_path / "dense")
   r2 = train.train_and_evaluate(fused, tmp_path / "fused")
   assert r2["train"]["fused_head"] and not r1["train"]["fused_head"]
-  assert (r1["evaluation_path"], r2["evaluation_path"]) == ("dense", "top_r")
+  assert r1["evaluation_path"] == r2["evaluation_path"] == "top_64"  # One path for both.
   for key in ("precision_at_1", "ndcg_at_5", "psp_at_3"):  # Same model up to rounding.
     assert r2["test"]["ranking"][key] == pytest.approx(r1["test"]["ranking"][key], abs=0.03)
   assert r2["oracle"]["ranking"]["precision_at_5"] == pytest.approx(
@@ -80,7 +80,7 @@ def test_fused_objectives_evaluate_on_the_top_r_path(tmp_path, loss):
   c.head.fused = "on"
   c.head.chunk_size = 24
   report = train.train_and_evaluate(c, tmp_path)
-  assert report["evaluation_path"] == "top_r"
+  assert report["evaluation_path"] == "top_64" and report["train"]["fused_head"]
   assert report["natural_decoder"] in report["test"]["decoders"]
   assert 0 < report["test"]["ranking"]["precision_at_1"] <= 1
 
@@ -114,13 +114,14 @@ def test_config_errors_come_before_compute(tmp_path):
     train.train_and_evaluate(c, tmp_path / "b")
   c = tiny_config("zlpr")
   c.head.fused = "on"
-  with pytest.raises(ValueError, match="has no fused head"):
-    configs.validate(c)
+  with pytest.raises(ValueError, match="objective 'zlpr' has no fused head"):
+    train.train_and_evaluate(c, tmp_path / "d")
   c = tiny_config("two_head")
   c.head.fused = "on"
   c.mesh.classes = 2
+  c.mesh.data = 1
   with pytest.raises(ValueError, match="no class-sharded fused head"):
-    configs.validate(c)
+    train.train_and_evaluate(c, tmp_path / "e")
   c = tiny_config()
   c.total_steps = 0
   with pytest.raises(ValueError, match="`config.total_steps` must be >= 1"):

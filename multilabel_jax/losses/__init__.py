@@ -20,8 +20,10 @@ from multilabel_jax.losses.sharded_head import (sharded_linear_sigmoid_bce,
 from multilabel_jax.losses.streaming_top_k import linear_average_k_threshold, linear_top_k
 from multilabel_jax.losses.embedding import (embedding_scores, label_embedding_cosine,
                                              pmi_label_embeddings, pmi_matrix)
-from multilabel_jax.losses.objectives import (OBJECTIVES, HeadOutput, Objective,
-                                              accepted_options, get_objective)
+from multilabel_jax.losses.fused_heads import FusedHead
+from multilabel_jax.losses.objectives import (OBJECTIVES, HeadOutput, Objective, TrainingData,
+                                              accepted_options, get_objective,
+                                              register_objective)
 from multilabel_jax.losses.sigmoid import asymmetric, focal, sigmoid_bce
 from multilabel_jax.losses.softmax import softmax_scores, softmax_xent
 from multilabel_jax.losses.two_head import average_k_pseudo_labels, two_head_average_k

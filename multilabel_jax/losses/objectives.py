@@ -1,14 +1,21 @@
-"""Objectives: a loss, the head outputs it needs, and how those become per-class scores.
+"""Objectives: everything the train loop and the evaluation ask of a loss.
 
-The train loop and the configs select objectives by name::
+An :class:`Objective` owns its heads, its dense loss, its fused loss for 100k-1M classes
+(or None), its scores, its natural decoder and the decoders that apply to it, what it
+calibrates on validation, and what it builds from the training data. The loop never asks
+which objective it has::
 
   objective = get_objective("two_head", num_classes=20_000, k=3)
   objective.head_outputs        # {"logits": HeadOutput(C, -log C), "multilabel_logits": ...}
   loss = objective.loss(outputs, label_ids)              # [B]
   weights = objective.example_weights(label_ids, where)  # [B], for the mean
   scores = objective.scores(outputs)                     # [B, C], for decoders and metrics
+  objective.fused                                        # FusedHead or None (fused_heads.py)
 
-``outputs`` is the dict a model returns, one array per head output.
+``outputs`` is the dict a model returns, one array per head output. A new objective is a
+builder ``(num_classes, *, <options>, data=None) -> Objective`` registered with
+:func:`register_objective`, from any package; ``data`` (:class:`TrainingData`) carries what
+it may build from the training split.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from multilabel_jax import labels as labels_lib
-from multilabel_jax.losses import (count, decoders, embedding, sigmoid, softmax, two_head,
-                                   zlpr)
+from multilabel_jax.losses import (count, decoders, embedding, fused_heads, sigmoid, softmax,
+                                   two_head, zlpr)
 
 
 class HeadOutput(NamedTuple):
@@ -54,6 +61,14 @@ class Objective:
     counts_fn: ``outputs -> [B]`` predicted label counts, for count-based decoding.
     empty_rows_masked: whether rows with no labels contribute 0 and count as masked.
     options: the options the objective was built with (for reports).
+    fused: its loss and scores over class chunks (:class:`fused_heads.FusedHead`), or None
+      when it has no fused form (the builder's docstring says why).
+    fixed_threshold: the score of the ``threshold_<t>`` decoder (0.5 for probabilities), or
+      None where scores have no natural threshold (cosines).
+    average_k: the mean set size K of its ``average_k`` decoder, when the objective fixes it
+      (two-head's k); None: K is the mean label count on validation.
+    top_k_prefix: report name of its top-k decoders (``nearest`` for embeddings).
+    summary: what it built from the training data, for the run report.
   """
   name: str
   head_outputs: Mapping[str, HeadOutput]
@@ -64,6 +79,20 @@ class Objective:
   counts_fn: Optional[Callable[[Mapping[str, jax.Array]], jax.Array]] = None
   empty_rows_masked: bool = False
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  fused: Optional[fused_heads.FusedHead] = None
+  fixed_threshold: Optional[float] = 0.5
+  average_k: Optional[float] = None
+  top_k_prefix: str = "top"
+  summary: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  @property
+  def natural_decoder(self) -> str:
+    """The report name of the natural decoder (``top_1``, ``threshold_0.5``, ``by_count``...)."""
+    if self.decoder in ("top_k", "nearest"):
+      return f"{self.top_k_prefix}_{self.decoder_params['k']}"
+    if self.decoder == "threshold":
+      return f"threshold_{self.decoder_params['t']}"
+    return self.decoder
 
   def loss(self, outputs, labels, where=None) -> jax.Array:
     """Per-example loss ``[B]``."""
@@ -107,13 +136,34 @@ class Objective:
     return decoders.threshold(scores, t, max_labels=max_labels)
 
 
-def _sigmoid_family(name, loss, num_classes, bias_init, options):
+class TrainingData(NamedTuple):
+  """What a builder may use from the training split (``get_objective(..., data=...)``).
+
+  Attributes:
+    mean_labels: mean number of labels per training example.
+    label_ids: ``() -> int [N, L]`` the first training examples' padded label ids, read
+      only when called (the PMI embeddings need them).
+  """
+  mean_labels: float
+  label_ids: Callable[[], np.ndarray]
+
+
+def _mean_labels(mean_labels, data):
+  if mean_labels is not None:
+    return mean_labels
+  return max(data.mean_labels, 1e-3) if data is not None else 1.0
+
+
+def _sigmoid_family(name, loss, num_classes, bias_init, mean_labels, data, options,
+                    fused=None):
+  if bias_init is None:
+    bias_init = _prior_bias(num_classes, _mean_labels(mean_labels, data))
   return Objective(
       name=name,
       head_outputs={"logits": HeadOutput(num_classes, bias_init)},
       loss_fn=lambda o, y, w: loss(o["logits"], y, where=w, **options),
       scores_fn=lambda o: jax.nn.sigmoid(o["logits"].astype(jnp.float32)),
-      decoder="threshold", decoder_params={"t": 0.5}, options=options)
+      decoder="threshold", decoder_params={"t": 0.5}, options=options, fused=fused)
 
 
 def _prior_bias(num_classes, mean_labels):
@@ -122,46 +172,55 @@ def _prior_bias(num_classes, mean_labels):
   return math.log(p / (1 - p))
 
 
-def sigmoid_objective(num_classes, *, label_smoothing=0.0, bias_init=None, mean_labels=1.0):
-  """Sigmoid BCE; head bias starts at the class prior (about -log C)."""
-  bias = _prior_bias(num_classes, mean_labels) if bias_init is None else bias_init
-  return _sigmoid_family("sigmoid", sigmoid.sigmoid_bce, num_classes, bias,
-                         {"label_smoothing": label_smoothing})
+def sigmoid_objective(num_classes, *, label_smoothing=0.0, bias_init=None, mean_labels=None,
+                      data=None):
+  """Sigmoid BCE; head bias starts at the class prior (about -log C). Fused form: yes."""
+  return _sigmoid_family("sigmoid", sigmoid.sigmoid_bce, num_classes, bias_init, mean_labels,
+                         data, {"label_smoothing": label_smoothing},
+                         fused=fused_heads.sigmoid_head(label_smoothing))
 
 
-def focal_objective(num_classes, *, gamma=2.0, alpha=0.25, bias_init=None, mean_labels=1.0):
-  """Sigmoid focal loss (Lin et al. 2017)."""
-  bias = _prior_bias(num_classes, mean_labels) if bias_init is None else bias_init
-  return _sigmoid_family("focal", sigmoid.focal, num_classes, bias,
+def focal_objective(num_classes, *, gamma=2.0, alpha=0.25, bias_init=None, mean_labels=None,
+                    data=None):
+  """Sigmoid focal loss (Lin et al. 2017). No fused form: its per-class modulating factor
+  is not a chunk statistic the fused BCE kernels compute (dense heads only)."""
+  return _sigmoid_family("focal", sigmoid.focal, num_classes, bias_init, mean_labels, data,
                          {"gamma": gamma, "alpha": alpha})
 
 
 def asl_objective(num_classes, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, bias_init=None,
-                  mean_labels=1.0):
-  """Asymmetric loss (Ridnik et al. 2021)."""
-  bias = _prior_bias(num_classes, mean_labels) if bias_init is None else bias_init
-  return _sigmoid_family("asl", sigmoid.asymmetric, num_classes, bias,
+                  mean_labels=None, data=None):
+  """Asymmetric loss (Ridnik et al. 2021). No fused form (as focal: dense heads only)."""
+  return _sigmoid_family("asl", sigmoid.asymmetric, num_classes, bias_init, mean_labels, data,
                          {"gamma_pos": gamma_pos, "gamma_neg": gamma_neg, "clip": clip})
 
 
-def zlpr_objective(num_classes, *, bias_init=None, mean_labels=1.0):
-  """ZLPR (Su et al. 2022); decode with logit > 0."""
-  bias = _prior_bias(num_classes, mean_labels) if bias_init is None else bias_init
-  return _sigmoid_family("zlpr", zlpr.zlpr, num_classes, bias, {})
+def zlpr_objective(num_classes, *, bias_init=None, mean_labels=None, data=None):
+  """ZLPR (Su et al. 2022); decode with logit > 0. No fused form: its two logsumexps over
+  positives and negatives are not written as a chunked kernel yet."""
+  return _sigmoid_family("zlpr", zlpr.zlpr, num_classes, bias_init, mean_labels, data, {})
 
 
 def softmax_objective(num_classes, *, k=1, bias_init=None):
-  """Softmax cross-entropy with 1/k targets (Mahajan et al. 2018); decode with top-k."""
+  """Softmax cross-entropy with 1/k targets (Mahajan et al. 2018); decode with top-k.
+  Fused form: yes (also class-sharded)."""
   bias = -math.log(num_classes) if bias_init is None else bias_init
   return Objective(
       name="softmax", head_outputs={"logits": HeadOutput(num_classes, bias)},
       loss_fn=lambda o, y, w: softmax.softmax_xent(o["logits"], y, where=w),
       scores_fn=lambda o: softmax.softmax_scores(o["logits"]),
-      decoder="top_k", decoder_params={"k": k}, empty_rows_masked=True, options={"k": k})
+      decoder="top_k", decoder_params={"k": k}, empty_rows_masked=True, options={"k": k},
+      fused=fused_heads.softmax_head())
 
 
-def two_head_objective(num_classes, *, k=3.0, weight=1.0, bias_init=None):
-  """Two-head Average-K (Garcin et al. 2023); decode with calibrated average-K."""
+def two_head_objective(num_classes, *, k=None, weight=1.0, bias_init=None, data=None):
+  """Two-head Average-K (Garcin et al. 2023); decode with calibrated average-K.
+
+  ``k`` defaults to the training mean label count (at least 1). Fused form: yes, on one
+  device or a data-parallel mesh (no class-sharded form yet).
+  """
+  if k is None:
+    k = max(data.mean_labels, 1.0) if data is not None else 3.0
   bias = -math.log(num_classes) if bias_init is None else bias_init
   return Objective(
       name="two_head",
@@ -170,13 +229,15 @@ def two_head_objective(num_classes, *, k=3.0, weight=1.0, bias_init=None):
       loss_fn=lambda o, y, w: two_head.two_head_average_k(
           o["logits"], o["multilabel_logits"], y, k=k, weight=weight, where=w),
       scores_fn=lambda o: jax.nn.sigmoid(o["multilabel_logits"].astype(jnp.float32)),
-      decoder="average_k", decoder_params={"k": k}, options={"k": k, "weight": weight})
+      decoder="average_k", decoder_params={"k": k}, options={"k": k, "weight": weight},
+      fused=fused_heads.two_head_head(k, weight), average_k=k)
 
 
 def _count_head(num_classes, mean_labels, bias_init):
   bias = -math.log(num_classes) if bias_init is None else bias_init
   return {"logits": HeadOutput(num_classes, bias),
           "log_count": HeadOutput(1, math.log(max(mean_labels, 1e-3)))}
+
 
 
 def _count_scores(o):
@@ -187,19 +248,25 @@ def _expected_count(o):
   return count.expected_count(o["log_count"])
 
 
-def count_distribution_objective(num_classes, *, count_weight=1.0, mean_labels=1.0,
-                                 bias_init=None):
-  """Softmax P times a Poisson count Z; decode the top round(Z) of Z * P."""
+def count_distribution_objective(num_classes, *, count_weight=1.0, mean_labels=None,
+                                 bias_init=None, data=None):
+  """Softmax P times a Poisson count Z; decode the top round(Z) of Z * P. Fused form: yes
+  (also class-sharded)."""
+  mean_labels = _mean_labels(mean_labels, data)
   return Objective(
       name="count_distribution", head_outputs=_count_head(num_classes, mean_labels, bias_init),
       loss_fn=lambda o, y, w: count.count_distribution(
           o["logits"], o["log_count"], y, count_weight=count_weight, where=w),
       scores_fn=_count_scores, decoder="by_count", decoder_params={}, counts_fn=_expected_count,
-      options={"count_weight": count_weight})
+      options={"count_weight": count_weight},
+      fused=fused_heads.count_distribution_head(count_weight))
 
 
-def abs_kl_objective(num_classes, *, eps=1e-6, mean_labels=1.0, bias_init=None):
-  """abs-KL between Z * P and the multi-hot target; decode the top round(Z)."""
+def abs_kl_objective(num_classes, *, eps=1e-6, mean_labels=None, bias_init=None, data=None):
+  """abs-KL between Z * P and the multi-hot target; decode the top round(Z). No fused
+  form: the loss sums ``|(P - Q) log(P / Q)|`` over every class, whose gradient needs a
+  chunked kernel of its own (not written)."""
+  mean_labels = _mean_labels(mean_labels, data)
   return Objective(
       name="abs_kl", head_outputs=_count_head(num_classes, mean_labels, bias_init),
       loss_fn=lambda o, y, w: count.abs_kl(_count_scores(o), y, eps=eps, where=w),
@@ -207,11 +274,20 @@ def abs_kl_objective(num_classes, *, eps=1e-6, mean_labels=1.0, bias_init=None):
       options={"eps": eps})
 
 
-def embedding_objective(num_classes, *, embeddings, k=1):
+def embedding_objective(num_classes, *, embeddings=None, dim=64, smoothing=1.0, k=1,
+                        data=None):
   """Cosine regression onto PMI label embeddings (Chollet 2016); decode nearest labels.
 
-  ``embeddings`` is ``[C, d]``, e.g. from ``pmi_label_embeddings`` on the training labels.
+  ``embeddings`` is ``[C, d]``; by default it is built from the training labels
+  (``data.label_ids()``) with ``pmi_label_embeddings(..., dim, smoothing=smoothing)``. No
+  fused form: the head is ``d`` wide, the ``[B, C]`` cosines only appear in evaluation.
   """
+  if embeddings is None:
+    if data is None:
+      raise ValueError("objective 'embedding' needs `embeddings` [C, d] or the training "
+                       "labels (`data`) to build them from.")
+    embeddings = embedding.pmi_label_embeddings(data.label_ids(), num_classes,
+                                                min(dim, num_classes), smoothing=smoothing)
   table = jnp.asarray(embeddings, jnp.float32)
   if table.ndim != 2 or table.shape[0] != num_classes:
     raise ValueError(f"`embeddings` must have shape ({num_classes}, d), got {table.shape}.")
@@ -220,10 +296,11 @@ def embedding_objective(num_classes, *, embeddings, k=1):
       loss_fn=lambda o, y, w: embedding.label_embedding_cosine(o["embedding"], y, table, where=w),
       scores_fn=lambda o: embedding.embedding_scores(o["embedding"], table),
       decoder="nearest", decoder_params={"k": k}, empty_rows_masked=True,
-      options={"k": k, "dim": table.shape[1]})
+      options={"k": k, "dim": table.shape[1], "smoothing": smoothing},
+      fixed_threshold=None, top_k_prefix="nearest")
 
 
-OBJECTIVES: Mapping[str, Callable[..., Objective]] = {
+OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "sigmoid": sigmoid_objective,
     "softmax": softmax_objective,
     "embedding": embedding_objective,
@@ -236,8 +313,30 @@ OBJECTIVES: Mapping[str, Callable[..., Objective]] = {
 }
 
 
-def get_objective(name: str, num_classes: int, **options) -> Objective:
+def register_objective(name: str, builder: Callable[..., Objective], *,
+                       replace: bool = False) -> None:
+  """Registers ``builder(num_classes, *, <options>, data=None) -> Objective`` as ``name``,
+  for configs (``config.objective = name``) and :func:`get_objective`.
+
+  Raises:
+    ValueError: ``name`` is taken (pass ``replace=True``), or ``builder`` is not callable.
+  """
+  if not callable(builder):
+    raise ValueError(f"`builder` for objective {name!r} must be callable, got {builder!r}.")
+  if name in OBJECTIVES and not replace:
+    raise ValueError(f"objective {name!r} is already registered; pass replace=True.")
+  OBJECTIVES[name] = builder
+
+
+def get_objective(name: str, num_classes: int, *, data: Optional[TrainingData] = None,
+                  **options) -> Objective:
   """Builds the objective registered under ``name``.
+
+  Args:
+    name: a key of :data:`OBJECTIVES`.
+    num_classes: C.
+    data: optional :class:`TrainingData`, passed to builders that take ``data``.
+    **options: the builder's options (:func:`accepted_options`).
 
   Raises:
     ValueError: unknown name, or an option the objective does not take (the message lists
@@ -248,16 +347,17 @@ def get_objective(name: str, num_classes: int, **options) -> Objective:
   if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
     raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}.")
   builder = OBJECTIVES[name]
-  accepted = [p for p in inspect.signature(builder).parameters if p != "num_classes"]
+  accepted = accepted_options(name)
   unknown = sorted(set(options) - set(accepted))
   if unknown:
     raise ValueError(f"objective {name!r} does not take option(s) {unknown}; "
                      f"it accepts {accepted}.")
+  if "data" in inspect.signature(builder).parameters:
+    options["data"] = data
   return builder(int(num_classes), **options)
 
 
 def accepted_options(name: str) -> list:
   """The option names :func:`get_objective` accepts for ``name``."""
-  return [p for p in inspect.signature(OBJECTIVES[name]).parameters if p != "num_classes"]
-
-
+  return [p for p in inspect.signature(OBJECTIVES[name]).parameters
+          if p not in ("num_classes", "data")]

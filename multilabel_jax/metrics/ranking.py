@@ -82,15 +82,34 @@ def top_k_hits(scores, labels, k: int):
   scores, labels = _check(scores, labels)
   _check_k(k, scores.shape[1])
   _, top_ids = jax.lax.top_k(scores, k)
+  return hits_of_top(top_ids, labels), top_ids
+
+
+def hits_of_top(top_ids, labels):
+  """bool ``[N, k]``: whether each ranked class ``top_ids [N, k]`` (best first) is relevant.
+
+  ``top_ids`` may hold -1 (no candidate): never a hit. ``labels`` dense ``[N, C]`` or ids.
+  """
+  top_ids = jnp.asarray(top_ids)
+  labels = jnp.asarray(labels)
   if labels_lib.is_ids(labels):
     ids = jnp.where(labels_lib.unique_mask(labels), labels, labels_lib.PAD_ID)
-    hits = jnp.any(top_ids[:, :, None] == ids[:, None, :], axis=-1)  # [N, k, L] -> [N, k]
-  else:
-    hits = jnp.take_along_axis(labels > 0, top_ids, axis=-1)
-  return hits, top_ids
+    return jnp.any((top_ids[:, :, None] == ids[:, None, :]) & (ids[:, None, :] >= 0), axis=-1)
+  safe = jnp.clip(top_ids, 0, labels.shape[1] - 1)
+  return jnp.take_along_axis(labels > 0, safe, axis=-1) & (top_ids >= 0)
+
+
+def _top_ids(scores, labels, k):
+  scores, labels = _check(scores, labels)
+  _check_k(k, scores.shape[1])
+  return jax.lax.top_k(scores, k)[1], labels
 
 
 # ------------------------------------------------------------------------ metrics at k
+#
+# Each ``*_at_k(scores, ...)`` ranks the scores and calls its ``*_from_top(top_ids, ...)``
+# form, which the evaluation loop calls directly on per-row top-r candidates (fused heads of
+# 100k-1M classes never build scores ``[N, C]``): one implementation for both.
 
 
 def precision_at_k(scores, labels, k: int, *, where=None) -> jax.Array:
@@ -104,7 +123,13 @@ def precision_at_k(scores, labels, k: int, *, where=None) -> jax.Array:
 
   Source: pyxclib ``xclib.evaluation.xc_metrics.precision``.
   """
-  hits, _ = top_k_hits(scores, labels, k)
+  top_ids, labels = _top_ids(scores, labels, k)
+  return precision_from_top(top_ids, labels, k, where=where)
+
+
+def precision_from_top(top_ids, labels, k: int, *, where=None) -> jax.Array:
+  """:func:`precision_at_k` from ranked class ids ``[N, r]``, ``r >= k`` (best first)."""
+  hits = hits_of_top(jnp.asarray(top_ids)[:, :k], labels)
   return _mask_rows(jnp.sum(hits, axis=-1).astype(jnp.float32) / k, where)
 
 
@@ -119,7 +144,13 @@ def recall_at_k(scores, labels, k: int, *, where=None) -> jax.Array:
 
   Source: pyxclib ``xclib.evaluation.xc_metrics.recall``.
   """
-  hits, _ = top_k_hits(scores, labels, k)
+  top_ids, labels = _top_ids(scores, labels, k)
+  return recall_from_top(top_ids, labels, k, where=where)
+
+
+def recall_from_top(top_ids, labels, k: int, *, where=None) -> jax.Array:
+  """:func:`recall_at_k` from ranked class ids ``[N, r]``, ``r >= k``."""
+  hits = hits_of_top(jnp.asarray(top_ids)[:, :k], labels)
   num_pos = labels_lib.num_positives(labels)
   recall = jnp.sum(hits, axis=-1) / jnp.maximum(num_pos, 1)
   return _mask_rows(recall.astype(jnp.float32), where)
@@ -143,7 +174,13 @@ def ndcg_at_k(scores, labels, k: int, *, where=None) -> jax.Array:
 
   Source: pyxclib ``xclib.evaluation.xc_metrics.ndcg``; Jarvelin & Kekalainen (2002).
   """
-  hits, _ = top_k_hits(scores, labels, k)
+  top_ids, labels = _top_ids(scores, labels, k)
+  return ndcg_from_top(top_ids, labels, k, where=where)
+
+
+def ndcg_from_top(top_ids, labels, k: int, *, where=None) -> jax.Array:
+  """:func:`ndcg_at_k` from ranked class ids ``[N, r]``, ``r >= k``."""
+  hits = hits_of_top(jnp.asarray(top_ids)[:, :k], labels)
   disc = _discounts(k)
   dcg = jnp.sum(hits * disc, axis=-1)
   n_ideal = jnp.minimum(labels_lib.num_positives(labels), k)
@@ -217,13 +254,21 @@ def psp_at_k_terms(scores, labels, propensity, k: int, *, where=None) -> PSPTerm
 
   Source: pyxclib ``xclib.evaluation.xc_metrics.psprecision``.
   """
-  scores, labels = _check(scores, labels)
-  num_classes = scores.shape[1]
+  num_classes = jnp.shape(scores)[-1]
+  if jnp.shape(propensity) != (num_classes,):
+    raise ValueError(f"`propensity` must have shape ({num_classes},), got "
+                     f"{jnp.shape(propensity)}.")
+  top_ids, labels = _top_ids(scores, labels, k)
+  return psp_terms_from_top(top_ids, labels, propensity, k, where=where)
+
+
+def psp_terms_from_top(top_ids, labels, propensity, k: int, *, where=None) -> PSPTerms:
+  """:func:`psp_at_k_terms` from ranked class ids ``[N, r]``, ``r >= k``."""
+  top_ids = jnp.asarray(top_ids)[:, :k]
+  labels = jnp.asarray(labels)
   inv_p = 1.0 / jnp.asarray(propensity, jnp.float32)
-  if inv_p.shape != (num_classes,):
-    raise ValueError(f"`propensity` must have shape ({num_classes},), got {inv_p.shape}.")
-  hits, top_ids = top_k_hits(scores, labels, k)
-  numerator = jnp.sum(jnp.where(hits, inv_p[top_ids], 0.0), axis=-1) / k
+  hits = hits_of_top(top_ids, labels)
+  numerator = jnp.sum(jnp.where(hits, inv_p[jnp.maximum(top_ids, 0)], 0.0), axis=-1) / k
   if labels_lib.is_ids(labels):
     keep = labels_lib.unique_mask(labels)
     gains = jnp.where(keep, inv_p[jnp.where(keep, labels, 0)], 0.0)  # [N, L]

@@ -49,13 +49,25 @@ def _subclass(base, name: str, **attrs):
 # ----------------------------------------------------------------------- metrics at k
 
 
+def _ranked(scores, top_ids, k, labels):
+  """``top_ids [N, >= k]``, given or ranked from ``scores [N, C]`` (exactly one of them)."""
+  if (scores is None) == (top_ids is None):
+    raise ValueError("pass exactly one of `scores` [N, C] and `top_ids` [N, r].")
+  if top_ids is None:
+    return metrics.top_k_hits(scores, labels, k)[1]
+  top_ids = jnp.asarray(top_ids)
+  if top_ids.ndim != 2 or top_ids.shape[1] < k:
+    raise ValueError(f"`top_ids` must be [N, r] with r >= k = {k}, got {top_ids.shape}.")
+  return top_ids
+
+
 @flax.struct.dataclass
 class _AtK(clu_metrics.Average):
   """Average of a per-example ``@k`` metric over examples (rows with ``mask`` False skipped)."""
   k = 1
 
   @staticmethod
-  def _per_example(scores, labels, k):
+  def _per_example(top_ids, labels, k):
     raise NotImplementedError
 
   @classmethod
@@ -66,27 +78,28 @@ class _AtK(clu_metrics.Average):
     return _subclass(cls, f"{cls.__name__}{k}", k=k)
 
   @classmethod
-  def from_model_output(cls, *, scores, labels, mask=None, **_):
-    values = cls._per_example(scores, labels, cls.k)
+  def from_model_output(cls, *, labels, scores=None, top_ids=None, mask=None, **_):
+    """From ``scores [N, C]`` or from ranked candidates ``top_ids [N, r >= k]``."""
+    values = cls._per_example(_ranked(scores, top_ids, cls.k, labels), labels, cls.k)
     return super().from_model_output(values=values, mask=mask)
 
 
 @flax.struct.dataclass
 class PrecisionAtK(_AtK):
   """Streaming precision@k (exact); see :func:`multilabel_jax.metrics.precision_at_k`."""
-  _per_example = staticmethod(metrics.precision_at_k)
+  _per_example = staticmethod(metrics.precision_from_top)
 
 
 @flax.struct.dataclass
 class RecallAtK(_AtK):
   """Streaming recall@k (exact); see :func:`multilabel_jax.metrics.recall_at_k`."""
-  _per_example = staticmethod(metrics.recall_at_k)
+  _per_example = staticmethod(metrics.recall_from_top)
 
 
 @flax.struct.dataclass
 class NdcgAtK(_AtK):
   """Streaming nDCG@k (exact); see :func:`multilabel_jax.metrics.ndcg_at_k`."""
-  _per_example = staticmethod(metrics.ndcg_at_k)
+  _per_example = staticmethod(metrics.ndcg_from_top)
 
 
 @flax.struct.dataclass
@@ -112,10 +125,11 @@ class PSPAtK(clu_metrics.Metric):
     return cls(numerator=jnp.zeros((), jnp.float32), denominator=jnp.zeros((), jnp.float32))
 
   @classmethod
-  def from_model_output(cls, *, scores, labels, mask=None, **_):
+  def from_model_output(cls, *, labels, scores=None, top_ids=None, mask=None, **_):
     if cls.propensity is None:
       raise ValueError("Use PSPAtK.with_options(k, propensity) to set the propensities.")
-    terms = metrics.psp_at_k_terms(scores, labels, cls.propensity, cls.k, where=mask)
+    top_ids = _ranked(scores, top_ids, cls.k, labels)
+    terms = metrics.psp_terms_from_top(top_ids, labels, cls.propensity, cls.k, where=mask)
     return cls(numerator=jnp.sum(terms.numerator), denominator=jnp.sum(terms.denominator))
 
   def merge(self, other):

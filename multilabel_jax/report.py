@@ -1,0 +1,106 @@
+"""The final evaluation of a run and its report (``report.json`` and ``report.md``).
+
+:func:`final_evaluation` calibrates every decoder on validation, evaluates the test split
+under every decoder and metric, and does the same with the simulator's Bayes-optimal
+marginals when the data source has them (the oracle). The same evaluation path serves every
+head (:mod:`multilabel_jax.evaluate`).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+
+from multilabel_jax import evaluate, scoring
+
+# The oracle's dense marginals [B, C] are computed on the host; above this many classes
+# its report keeps ranking at k only (no mAP, which needs every class's scores).
+ORACLE_DENSE_MAX_CLASSES = 131_072
+
+
+def eval_r(config, num_classes: int) -> int:
+  """Candidates per row: ``eval.max_set_size``, at least the largest k, at most C."""
+  return min(max(config.eval.max_set_size, max(config.eval.top_ks)), num_classes)
+
+
+def validation(config, eval_data, objective, scorer, info, label_stats, *,
+               keep_values=False) -> dict:
+  """Ranking metrics (exact mAP) on ``eval.validation_examples`` validation rows."""
+  return evaluate.evaluate(
+      scorer, lambda: eval_data.eval_iter("validation"), objective=objective,
+      num_classes=info.num_classes, top_ks=config.eval.top_ks,
+      r=eval_r(config, info.num_classes), propensity=label_stats.propensities(),
+      max_examples=config.eval.validation_examples, keep_values=keep_values)
+
+
+def final_evaluation(config, source, eval_data, objective, scorer, label_stats) -> dict:
+  """Calibrate on validation, evaluate the test split (model, and oracle if available).
+
+  Returns:
+    ``{"objective", "natural_decoder", "evaluation_path", "calibration", "validation",
+    "test"}`` and ``"oracle"`` on simulated data.
+  """
+  info = source.info
+  r = eval_r(config, info.num_classes)
+  common = dict(num_classes=info.num_classes, top_ks=config.eval.top_ks, r=r,
+                propensity=label_stats.propensities(), max_examples=config.eval.test_examples)
+  if config.eval.frequency_buckets:
+    common["class_buckets"] = evaluate.frequency_buckets(label_stats.counts,
+                                                         config.eval.frequency_buckets)
+
+  def run(scorer, objective, k):
+    val = validation(config, eval_data, objective, scorer, info, label_stats, keep_values=True)
+    calibration = evaluate.calibrate(val.pop("_calibration_inputs"), num_classes=info.num_classes,
+                                     k=k, average_ks=config.eval.average_ks)
+    test = evaluate.evaluate(scorer, lambda: eval_data.eval_iter("test"), objective=objective,
+                             calibration=calibration, pr_curve=True, **common)
+    return calibration, val, test
+
+  calibration, val, test = run(scorer, objective, objective.average_k)
+  report = {"objective": objective.name, "natural_decoder": objective.natural_decoder,
+            "evaluation_path": f"top_{r}",
+            "calibration": {"average_k": calibration["average_k"],
+                            "average_k_at": calibration["average_k_at"]},
+            "validation": {"num_examples": val["num_examples"], "ranking": val["ranking"]},
+            "test": test}
+  if config.eval.oracle and hasattr(source, "oracle_marginals_from_inputs") and (
+      info.num_classes <= ORACLE_DENSE_MAX_CLASSES):
+    oracle = scoring.array_scorer(source.oracle_marginals_from_inputs, r)
+    report["oracle"] = run(oracle, _OracleObjective(), None)[2]
+  return report
+
+
+class _OracleObjective:
+  """The oracle's marginals decode like probabilities: fixed 0.5 and calibrated thresholds."""
+  name = "oracle"
+  top_k_prefix = "top"
+  fixed_threshold = 0.5
+  counts_fn = None
+
+
+def write_report(workdir, report) -> None:
+  """``report.json`` and a readable ``report.md``; the tables are also printed."""
+  workdir = pathlib.Path(workdir)
+  (workdir / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
+  md = [f"# Report: {report['objective']} on {report['data']['name']}", ""]
+  md.append(evaluate.format_tables(report["test"], natural=report["natural_decoder"],
+                                   title=f"Test ({report['test']['num_examples']} examples)"))
+  if "oracle" in report:
+    md.append(evaluate.format_tables(report["oracle"], title="Oracle (Bayes-optimal scores)"))
+  cal = report["calibration"]["average_k"]
+  md += [f"Average-K threshold {cal['threshold']} for K = {cal['k']:.3f} (validation); "
+         f"evaluation path: {report['evaluation_path']}; mAP: {report['test']['map_method']}.",
+         "", f"Training: {json.dumps(report['train'])}", "",
+         f"Data: {json.dumps(report['data'])}", "", "## Config", "", "```json",
+         json.dumps(report["config"], indent=2), "```", ""]
+  text = "\n".join(md)
+  (workdir / "report.md").write_text(text)
+  print(text.split("Average-K threshold")[0])
+
+
+def _json_default(x):
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  return float(x)

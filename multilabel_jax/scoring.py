@@ -1,0 +1,137 @@
+"""Scores for evaluation: the two passes every head answers, dense or fused alike.
+
+Evaluation (:mod:`multilabel_jax.evaluate`) asks a scorer two things per batch, and nothing
+else, so a 1M-class fused head and a 600-class dense head take the same path:
+
+* ``pass_one(batch) -> (values [B, r], ids [B, r], counts [B] or None, label_scores [B, L])``:
+  each row's top-r classes by score (best first; r at least the largest k), the predicted
+  label counts of count objectives, and the scores at the row's label ids (the positives
+  of exact mAP).
+* ``pass_two(batch, classes [P'], thresholds [P'], pooled [P]) -> (count_ge [P'],
+  max_below [P'], hist [P+1], bin_max [P+1])``: the negatives' counts of exact mAP
+  (:mod:`multilabel_jax.metrics.average_precision`).
+
+A dense head computes its scores ``[B, C]`` for one batch at a time; a fused head
+(:class:`losses.FusedHead`) streams them over class chunks. :func:`eval_fns` builds both
+from a model and its objective; :func:`array_scorer` wraps any ``batch -> scores [B, C]``
+function (the simulator's oracle).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from multilabel_jax import models
+from multilabel_jax.losses import fused_heads
+from multilabel_jax.metrics import average_precision as ap_lib
+
+
+def _label_scores(scores, label_ids):
+  ids = jnp.asarray(label_ids)
+  got = jnp.take_along_axis(scores, jnp.maximum(ids, 0), axis=1)
+  return jnp.where(ids >= 0, got, 0.0)
+
+
+def dense_pass_one(scores, counts, label_ids, r: int):
+  """:func:`pass_one` of dense scores ``[B, C]``."""
+  values, ids = jax.lax.top_k(scores, r)
+  return values, ids, counts, _label_scores(scores, label_ids)
+
+
+def dense_pass_two(scores, label_ids, mask, classes, thresholds, pooled):
+  """:func:`pass_two` of dense scores ``[B, C]``."""
+  count_ge, max_below = ap_lib.column_counts(scores[:, classes], thresholds, classes,
+                                             label_ids, mask)
+  hist, bin_max = ap_lib.pooled_counts(scores, 0, pooled, label_ids, mask)
+  return count_ge, max_below, hist, bin_max
+
+
+def eval_fns(model, objective, *, r: int, use_fused: bool, chunk_size: int, mesh=None):
+  """Pure ``pass_one(state, batch)`` and ``pass_two(state, batch, classes, thresholds,
+  pooled)`` of a model's objective (``state`` holds ``params`` and ``model_state``)."""
+  head = objective.fused if use_fused else None
+  skip = head.heads if head else ()
+
+  def apply(state, batch):
+    variables = {"params": state["params"], **state["model_state"]}
+    return model.apply(variables, batch, skip_heads=skip)
+
+  def fused_inputs(state, outputs):
+    heads = fused_heads.head_arrays(head, lambda n: models.head_params(state["params"], n))
+    return outputs["pre_logits"].astype(jnp.float32), heads
+
+  counts_fn = objective.counts_fn or (lambda outputs: None)
+
+  def pass_one(state, batch):
+    outputs = apply(state, batch)
+    if head is None:
+      return dense_pass_one(objective.scores(outputs), counts_fn(outputs), batch["label_ids"], r)
+    x, heads = fused_inputs(state, outputs)
+    opts = dict(chunk_size=chunk_size, mesh=mesh)
+    values, ids = fused_heads.top_scores(head, x, heads, outputs, r, **opts)
+    at = fused_heads.scores_at(head, x, heads, outputs, batch["label_ids"], **opts)
+    return values, ids, counts_fn(outputs), at
+
+  def pass_two(state, batch, classes, thresholds, pooled):
+    outputs = apply(state, batch)
+    label_ids, mask = batch["label_ids"], batch["mask"]
+    if head is None:
+      return dense_pass_two(objective.scores(outputs), label_ids, mask, classes, thresholds,
+                            pooled)
+    x, heads = fused_inputs(state, outputs)
+    opts = dict(chunk_size=chunk_size, mesh=mesh)
+    cols = fused_heads.scores_at(head, x, heads, outputs, classes, **opts)
+    count_ge, max_below = ap_lib.column_counts(cols, thresholds, classes, label_ids, mask)
+
+    def add(carry, scores, start):
+      hist, bin_max = ap_lib.pooled_counts(scores, start, pooled, label_ids, mask)
+      return carry[0] + hist, jnp.maximum(carry[1], bin_max)
+
+    init = (jnp.zeros(pooled.shape[0] + 1, jnp.int32),
+            jnp.full(pooled.shape[0] + 1, -jnp.inf, jnp.float32))
+    hist, bin_max = fused_heads.fold_scores(head, x, heads, outputs, add, init, **opts)
+    return count_ge, max_below, hist, bin_max
+
+  return pass_one, pass_two
+
+
+def gather(tree):
+  """Global arrays as numpy on every process (all-gathered across hosts)."""
+  if jax.process_count() > 1:
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.tree_util.tree_map(lambda a: None if a is None else np.asarray(a), tree)
+
+
+class Scorer:
+  """Binds jitted ``pass_one`` / ``pass_two`` to a state; ``to_device`` places a batch."""
+
+  def __init__(self, pass_one: Callable, pass_two: Callable, state=None, *,
+               to_device: Callable = lambda b: b):
+    self._one, self._two, self._state, self._put = pass_one, pass_two, state, to_device
+
+  def pass_one(self, batch):
+    return gather(self._one(self._state, self._put(batch)))
+
+  def pass_two(self, batch, classes, thresholds, pooled):
+    return gather(self._two(self._state, self._put(batch), classes, thresholds, pooled))
+
+
+def array_scorer(scores_fn: Callable, r: int, counts_fn: Optional[Callable] = None) -> Scorer:
+  """A :class:`Scorer` of ``scores_fn(batch) -> [B, C]`` host scores (e.g. the oracle)."""
+  one = jax.jit(lambda s, c, y: dense_pass_one(s, c, y, r))
+  two = jax.jit(lambda s, y, m, cl, t, p: dense_pass_two(s, y, m, cl, t, p))
+
+  def pass_one(_, batch):
+    counts = None if counts_fn is None else jnp.asarray(counts_fn(batch))
+    return one(jnp.asarray(scores_fn(batch), jnp.float32), counts, batch["label_ids"])
+
+  def pass_two(_, batch, classes, thresholds, pooled):
+    return two(jnp.asarray(scores_fn(batch), jnp.float32), batch["label_ids"], batch["mask"],
+               classes, thresholds, pooled)
+
+  return Scorer(pass_one, pass_two)
