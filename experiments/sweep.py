@@ -3,12 +3,12 @@ r"""The results sweep behind docs/RESULTS.md: every objective on every dataset, 
   python -m experiments.sweep --out=results                 # everything not yet stored
   python -m experiments.sweep --out=results --only=hw1k     # runs whose name contains hw1k
   python -m experiments.sweep --out=results --dry_run       # list the runs and their state
-  python -m experiments.results_report --results=results    # docs/RESULTS.md, plots, README
+  python -m multilabel_jax.studies.report --results=results  # docs/RESULTS.md, plots, README
 
-Each run trains with :func:`multilabel_jax.train.train_and_evaluate` in a scratch workdir
-(deleted afterwards: checkpoints are not kept) and stores its report, rounded, as
-``<out>/<group>/<name>.json``. Runs whose JSON exists are skipped, so an interrupted sweep
-resumes where it stopped; delete a file to redo that run.
+This file defines the runs; :mod:`multilabel_jax.studies.sweep_runner` trains each in a
+scratch workdir and stores its report as ``<out>/<group>/<name>.json``. Runs whose JSON
+exists are skipped, so an interrupted sweep resumes where it stopped; delete a file to redo
+that run.
 
 Groups (see :func:`plan`):
 
@@ -17,7 +17,7 @@ Groups (see :func:`plan`):
 * ``ambiguity``: two_head vs softmax on hashtag_world (1k classes) at three ambiguity
   levels, set by the simulator's synonym group size and feature noise.
 * ``baseline``: one-vs-rest logistic regression on debtags' TF-IDF features
-  (:mod:`experiments.ovr_baseline`).
+  (:mod:`multilabel_jax.studies.ovr_baseline`).
 * ``tune``: a small validation search for debtags (sigmoid, 1000 steps, ``DEBTAGS_TUNING``:
   learning rate and model width).
 * ``long``: debtags at the full schedule of ``experiments/debtags.py`` (4000 steps) for the
@@ -33,20 +33,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
-import pathlib
-import platform
-import shutil
-import tempfile
-import time
-from typing import Callable, Dict, List, Optional
-
-import jax
-from absl import app, flags, logging
+from typing import Dict, List, Optional
 
 from experiments import debtags, hashtag_pretrain
-from multilabel_jax import losses, train
+from multilabel_jax import losses
+from multilabel_jax.studies import sweep_runner
+from multilabel_jax.studies.sweep_runner import Run
 
 OBJECTIVES = ("sigmoid", "softmax", "embedding", "two_head", "count_distribution", "abs_kl",
               "focal", "asl", "zlpr")
@@ -121,17 +113,6 @@ ORDER = (("hw1k", 0, None), ("ambiguity", 0, None), ("debtags", 0, None),
          ("hw20k", 1, CLAIM_OBJECTIVES), ("hw20k", 2, CLAIM_OBJECTIVES), ("hw100k", 0, None),
          ("debtags", 1, None), ("debtags", 2, None), ("hw20k", 1, None), ("hw20k", 2, None),
          ("debtags_tune", 0, None), ("debtags_long", 0, None))
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-  group: str
-  name: str
-  make_config: Optional[Callable] = None  # None: the OvR baseline.
-  meta: dict = dataclasses.field(default_factory=dict)
-
-  def path(self, out) -> pathlib.Path:
-    return pathlib.Path(out) / self.group / f"{self.name}.json"
 
 
 def _finish(c, scale: Scale, seed: int):
@@ -232,97 +213,11 @@ def plan(preset: str = "cpu") -> List[Run]:
   return runs
 
 
-def compact(report: dict, digits: int = 5) -> dict:
-  """The report with floats rounded (the stored JSON stays small and diffable)."""
-  if isinstance(report, dict):
-    return {k: compact(v, digits) for k, v in report.items()}
-  if isinstance(report, (list, tuple)):
-    return [compact(v, digits) for v in report]
-  if isinstance(report, float):
-    return round(report, digits)
-  return report
-
-
-def machine() -> str:
-  """A one-line description of this host (recorded with each run)."""
-  return (f"{platform.machine()} CPU, {os.cpu_count()} cores, {platform.system()}, Python "
-          f"{platform.python_version()}, jax {jax.__version__}")
-
-
-def _write_json(path: pathlib.Path, data: dict) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=float))
-  tmp.replace(path)  # Atomic: a killed sweep never leaves a half-written result.
-
-
-def run_one(run: Run, out, *, preset: str, scratch=None) -> dict:
-  """Trains (or fits the baseline), stores ``<out>/<group>/<name>.json``, returns it."""
-  start = time.time()
-  if run.make_config is None:
-    from experiments import ovr_baseline  # pylint: disable=g-import-not-at-top  (sklearn)
-    report = ovr_baseline.run(tiny=preset == "tiny")
-  else:
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"{run.name}-", dir=scratch))
-    try:
-      report = train.train_and_evaluate(run.make_config(), workdir)
-    finally:
-      shutil.rmtree(workdir, ignore_errors=True)
-  report = dict(report, sweep=dict(run.meta, group=run.group, name=run.name, preset=preset,
-                                   wall_seconds=time.time() - start, machine=machine()))
-  report = compact(report)
-  _write_json(run.path(out), report)
-  return report
-
-
-def run_sweep(out, *, preset: str = "cpu", only: str = "", scratch=None,
-              dry_run: bool = False, shard: str = "0/1") -> List[str]:
-  """Runs every planned run whose result is missing. Returns the names it ran.
-
-  ``shard``: "i/n" runs every n-th planned run from the i-th (parallel sweep processes).
-  """
-  done = []
-  index, _, count = shard.partition("/")
-  index, count = int(index), int(count or 1)
-  if not 0 <= index < count:
-    raise ValueError(f"`shard` must be 'i/n' with 0 <= i < n, got {shard!r}.")
-  runs = [r for r in plan(preset) if only in r.name or only == r.group][index::count]
-  for i, run in enumerate(runs):
-    if run.path(out).exists():
-      logging.info("[%d/%d] %s: stored, skipped", i + 1, len(runs), run.name)
-      continue
-    if dry_run:
-      print(f"to run: {run.group}/{run.name}")
-      continue
-    logging.info("[%d/%d] %s: running", i + 1, len(runs), run.name)
-    report = run_one(run, out, preset=preset, scratch=scratch)
-    print(f"[{i + 1}/{len(runs)}] {run.group}/{run.name}: "
-          f"{report['sweep']['wall_seconds']:.0f} s, test P@1 "
-          f"{report['test']['ranking']['precision_at_1']:.4f}", flush=True)
-    done.append(run.name)
-  return done
-
-
-_OUT = flags.DEFINE_string("out", "results", "Folder of the stored run reports.")
-_PRESET = flags.DEFINE_enum("preset", "cpu", list(PRESETS), "Steps, seeds and eval sizes.")
-_ONLY = flags.DEFINE_string("only", "", "Run only runs whose name contains this (or group).")
-_SCRATCH = flags.DEFINE_string("scratch", None, "Where the temporary workdirs go.")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs still to do; train nothing.")
-_SHARD = flags.DEFINE_string("shard", "0/1", "i/n: this process runs every n-th run from i.")
-_CACHE = flags.DEFINE_string("compilation_cache", "/tmp/multilabel_jax_jit_cache",
-                             "JAX persistent compilation cache ('' to disable): seeds and "
-                             "ambiguity levels reuse the compiled steps.")
-
-
-def main(argv):
-  del argv
-  if _CACHE.value:
-    jax.config.update("jax_compilation_cache_dir", _CACHE.value)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  ran = run_sweep(_OUT.value, preset=_PRESET.value, only=_ONLY.value, scratch=_SCRATCH.value,
-                  dry_run=_DRY_RUN.value, shard=_SHARD.value)
-  print(f"sweep: {len(ran)} runs done; results in {_OUT.value}")
+def run_sweep(out, *, preset: str = "cpu", **kwargs) -> List[str]:
+  """Runs every run of ``plan(preset)`` whose result is missing (see
+  :func:`multilabel_jax.studies.sweep_runner.run_sweep`). Returns the names it ran."""
+  return sweep_runner.run_sweep(plan(preset), out, preset=preset, **kwargs)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sweep_runner.main(plan, list(PRESETS))

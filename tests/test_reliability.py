@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import soak
+from multilabel_jax.tools import soak
 from multilabel_jax import checkpointing, configs, train
 from tests.train_util import tiny_config
 

@@ -1,14 +1,19 @@
 """The results sweep, its statistics, the report generator and the OvR baseline."""
 
 import json
+import pathlib
+import re
 
 import numpy as np
 import pytest
 
-from experiments import ovr_baseline, results_claims, results_report, sweep
-from experiments import results_stats as rs
+from experiments import sweep
+import multilabel_jax
 from multilabel_jax import losses
 from multilabel_jax.data import debtags
+from multilabel_jax.studies import claims, ovr_baseline
+from multilabel_jax.studies import report as report_lib
+from multilabel_jax.studies import stats as rs
 
 
 def test_plan_covers_every_objective_row_and_ambiguity_level():
@@ -35,6 +40,15 @@ def test_plan_covers_every_objective_row_and_ambiguity_level():
   assert config.data.options.num_classes == 100_000 and config.head.fused == "auto"
   with pytest.raises(ValueError, match="preset"):
     sweep.plan("nope")
+
+
+def test_core_library_does_not_import_the_studies():
+  """multilabel_jax.studies needs the `results` extra: only the studies import it."""
+  root = pathlib.Path(multilabel_jax.__file__).parent
+  pattern = re.compile(r"^\s*(from|import)\s[^#]*\bstudies\b", re.M)
+  for path in root.rglob("*.py"):
+    if path.relative_to(root).parts[0] != "studies":
+      assert not pattern.search(path.read_text()), path
 
 
 def test_verdict_rule():
@@ -89,12 +103,12 @@ def test_tiny_sweep_stores_resumes_and_writes_the_report(tmp_path):
 
   readme = tmp_path / "README.md"
   readme.write_text("# Project\n\nintro\n")
-  text = results_report.write(out, docs, readme)
-  results_report.write(out, docs, readme)  # Idempotent: the section is replaced.
-  assert readme.read_text().count(results_report.README_START) == 1
+  text = report_lib.write(out, docs, readme)
+  report_lib.write(out, docs, readme)  # Idempotent: the section is replaced.
+  assert readme.read_text().count(report_lib.README_START) == 1
   assert "Which loss and decoder should I use?" in readme.read_text()
   assert (docs / "RESULTS.md").read_text() == text
-  assert results_report.COMMAND in text
+  assert report_lib.COMMAND in text
   for i in range(1, 6):
     assert f"### Claim {i}" in text
   p1 = stored["test"]["ranking"]["precision_at_1"]
@@ -102,7 +116,7 @@ def test_tiny_sweep_stores_resumes_and_writes_the_report(tmp_path):
   for png in ("convergence", "precision_recall", "set_sizes", "bucket_gain"):
     assert (docs / f"results_{png}.png").stat().st_size > 1000
   with pytest.raises(ValueError, match="no stored reports"):
-    results_report.write(tmp_path / "empty", docs)
+    report_lib.write(tmp_path / "empty", docs)
 
 
 def _synthetic_debtags(path, n=240, seed=0):
@@ -170,7 +184,7 @@ def test_ambiguity_gain_change_sign():
   reports = [{"sweep": {"group": "ambiguity", "level": lvl, "objective": o, "seed": s},
               "test": {"decoders": {"average_k_3": {"average_k_accuracy": 1 - e + s / 100}}}}
              for (lvl, o), e in err.items() for s in range(3)]
-  change = results_claims.ambiguity_gain_change(results_report.Report(reports))
+  change = claims.ambiguity_gain_change(report_lib.Report(reports))
   assert change.n == 3 and change.values == pytest.approx([0.03] * 3)
 
 
@@ -201,12 +215,12 @@ def test_claim5_picks_the_best_configuration_on_validation():
                   "test": {"ranking": {"precision_at_1": 0.94, "precision_at_3": 0.65,
                                        "precision_at_5": 0.5, "map": 0.5, "map_error": 0.0},
                            "decoders": {"top_1": {"f1_micro": 0.6, "f1_macro": 0.3}}}})
-  _, _, verdict, lines = results_claims.claim5(results_report.Report(reports))
+  _, _, verdict, lines = claims.claim5(report_lib.Report(reports))
   text = "\n".join(lines)
   assert f"**{tuned} (4000 steps)**" in text
   assert "the best on validation" in text and "is not the best variant" not in text
   # Test P@1 0.9555 ± 0.0007 beats the baseline (0.94) and the reference (0.947): d > 2 s.
   assert verdict == "confirms"
   reports[-3]["validation_history"][-1]["val_precision_at_1"] = 0.99  # lr1e-3 now leads.
-  text = "\n".join(results_claims.claim5(results_report.Report(reports))[3])
+  text = "\n".join(claims.claim5(report_lib.Report(reports))[3])
   assert "is not the best variant on validation" in text

@@ -1,14 +1,14 @@
 """The five seed claims of docs/RESULTS.md, each judged from the stored sweep reports.
 
-Each ``claimN(report)`` takes a :class:`experiments.results_report.Report` and returns
+Each ``claimN(report)`` takes a :class:`multilabel_jax.studies.report.Report` and returns
 ``(claim, evidence, verdict, markdown lines)``. The verdict rule is in
-:mod:`experiments.results_stats`.
+:mod:`multilabel_jax.studies.stats`.
 """
 
 from __future__ import annotations
 
-from experiments import results_stats as rs
 from experiments import sweep
+from multilabel_jax.studies import stats as rs
 
 REFERENCE_P1 = 0.947  # ../shared/data/README.md: omikuji on TF-IDF, debtags test.
 

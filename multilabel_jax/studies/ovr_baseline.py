@@ -1,6 +1,6 @@
 r"""Classical baseline: one-vs-rest logistic regression on debtags' TF-IDF features.
 
-  python -m experiments.ovr_baseline            # prints the report (about 2-4 minutes)
+  python -m multilabel_jax.studies.ovr_baseline   # prints the report (about 2-4 minutes)
 
 The features are exactly those the neural runs read (:func:`multilabel_jax.data.debtags`:
 package, section, synopsis, description and depends; sublinear TF-IDF, L2-normalised, the

@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-from experiments import results_stats as rs  # pylint: disable=wrong-import-position
 from experiments import sweep  # pylint: disable=wrong-import-position
+from multilabel_jax.studies import stats as rs  # pylint: disable=wrong-import-position
 
 
 def _save(fig, path) -> str:

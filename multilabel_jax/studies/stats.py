@@ -1,6 +1,6 @@
 """Reading the sweep's stored reports: metric extraction, seed statistics and verdicts.
 
-Used by :mod:`experiments.results_report`. Definitions (also written into RESULTS.md):
+Used by :mod:`multilabel_jax.studies.report`. Definitions (also written into RESULTS.md):
 
 * Ranking metrics (P@k, nDCG@5, PSP@5, mAP) are properties of the scores, the same under
   every decoder; set metrics (micro/macro-F1, mean set size) belong to a decoder.

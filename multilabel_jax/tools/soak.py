@@ -1,14 +1,17 @@
 r"""Soak test: train with random kills and preemptions, check the result equals a clean run.
 
-  python -m experiments.soak --minutes=20 --out=runs/soak     # not part of CI
+  python -m multilabel_jax.tools.soak --minutes=20 --out=runs/soak     # not part of CI
 
 Runs ``experiments.run`` once undisturbed, then, in rounds until ``--minutes`` are spent,
 the same config under repeated interruptions (``SIGKILL`` at a random moment, or
 ``SIGTERM``, the preemption notice), each followed by the same command until the run
 finishes. Each round must end with final parameters bit-identical to the clean run and an
 equal test report. It prints a JSON line per round and writes the summary to
-``<out>/soak.json``; the exit code is 0 only if every round matched. The tests use :func:`run_with_interruptions`
-on a tiny config.
+``<out>/soak.json``; the exit code is 0 only if every round matched. The tests use
+:func:`run_with_interruptions` on a tiny config.
+
+It runs ``python -m experiments.run`` in the repository root, so it needs a checkout
+(``experiments/`` is not installed).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]  # The checkout (multilabel_jax/tools/soak.py).
 PREEMPTED_EXIT_CODE = 75  # multilabel_jax.checkpointing.PREEMPTED_EXIT_CODE, without importing JAX.
 
 

@@ -1,0 +1,145 @@
+r"""How the results sweep runs: launch a run, store its report, skip stored runs, the CLI.
+
+The runs (presets, groups, configs, seeds) are defined in ``experiments/sweep.py``, whose
+command line is :func:`main`:
+
+  python -m experiments.sweep --out=results                 # everything not yet stored
+  python -m experiments.sweep --out=results --only=hw1k     # runs whose name contains hw1k
+  python -m experiments.sweep --out=results --dry_run       # list the runs and their state
+
+Each run trains with :func:`multilabel_jax.train.train_and_evaluate` in a scratch workdir
+(deleted afterwards: checkpoints are not kept) and stores its report, rounded, as
+``<out>/<group>/<name>.json``. Runs whose JSON exists are skipped, so an interrupted sweep
+resumes where it stopped; delete a file to redo that run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from typing import Callable, List, Optional, Sequence
+
+import jax
+from absl import app, flags, logging
+
+from multilabel_jax import train
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  group: str
+  name: str
+  make_config: Optional[Callable] = None  # None: the OvR baseline.
+  meta: dict = dataclasses.field(default_factory=dict)
+
+  def path(self, out) -> pathlib.Path:
+    return pathlib.Path(out) / self.group / f"{self.name}.json"
+
+
+def compact(report: dict, digits: int = 5) -> dict:
+  """The report with floats rounded (the stored JSON stays small and diffable)."""
+  if isinstance(report, dict):
+    return {k: compact(v, digits) for k, v in report.items()}
+  if isinstance(report, (list, tuple)):
+    return [compact(v, digits) for v in report]
+  if isinstance(report, float):
+    return round(report, digits)
+  return report
+
+
+def machine() -> str:
+  """A one-line description of this host (recorded with each run)."""
+  return (f"{platform.machine()} CPU, {os.cpu_count()} cores, {platform.system()}, Python "
+          f"{platform.python_version()}, jax {jax.__version__}")
+
+
+def _write_json(path: pathlib.Path, data: dict) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=float))
+  tmp.replace(path)  # Atomic: a killed sweep never leaves a half-written result.
+
+
+def run_one(run: Run, out, *, preset: str, scratch=None) -> dict:
+  """Trains (or fits the baseline), stores ``<out>/<group>/<name>.json``, returns it."""
+  start = time.time()
+  if run.make_config is None:
+    # scikit-learn: imported only for the baseline run.
+    from multilabel_jax.studies import ovr_baseline  # pylint: disable=g-import-not-at-top
+    report = ovr_baseline.run(tiny=preset == "tiny")
+  else:
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"{run.name}-", dir=scratch))
+    try:
+      report = train.train_and_evaluate(run.make_config(), workdir)
+    finally:
+      shutil.rmtree(workdir, ignore_errors=True)
+  report = dict(report, sweep=dict(run.meta, group=run.group, name=run.name, preset=preset,
+                                   wall_seconds=time.time() - start, machine=machine()))
+  report = compact(report)
+  _write_json(run.path(out), report)
+  return report
+
+
+def run_sweep(runs: Sequence[Run], out, *, preset: str, only: str = "", scratch=None,
+              dry_run: bool = False, shard: str = "0/1") -> List[str]:
+  """Runs every run of ``runs`` (a preset's plan) whose result is missing; returns their names.
+
+  ``shard``: "i/n" runs every n-th planned run from the i-th (parallel sweep processes).
+  """
+  done = []
+  index, _, count = shard.partition("/")
+  index, count = int(index), int(count or 1)
+  if not 0 <= index < count:
+    raise ValueError(f"`shard` must be 'i/n' with 0 <= i < n, got {shard!r}.")
+  runs = [r for r in runs if only in r.name or only == r.group][index::count]
+  for i, run in enumerate(runs):
+    if run.path(out).exists():
+      logging.info("[%d/%d] %s: stored, skipped", i + 1, len(runs), run.name)
+      continue
+    if dry_run:
+      print(f"to run: {run.group}/{run.name}")
+      continue
+    logging.info("[%d/%d] %s: running", i + 1, len(runs), run.name)
+    report = run_one(run, out, preset=preset, scratch=scratch)
+    print(f"[{i + 1}/{len(runs)}] {run.group}/{run.name}: "
+          f"{report['sweep']['wall_seconds']:.0f} s, test P@1 "
+          f"{report['test']['ranking']['precision_at_1']:.4f}", flush=True)
+    done.append(run.name)
+  return done
+
+
+def main(plan: Callable[[str], Sequence[Run]], presets: Sequence[str],
+         default_preset: str = "cpu") -> None:
+  """The sweep's command line: defines its flags, then runs ``plan(--preset)``."""
+  key = dict(module_name=sys.argv[0])  # The main program's flags: listed by --help.
+  out = flags.DEFINE_string("out", "results", "Folder of the stored run reports.", **key)
+  preset = flags.DEFINE_enum("preset", default_preset, list(presets),
+                             "Steps, seeds and eval sizes.", **key)
+  only = flags.DEFINE_string("only", "", "Run only runs whose name contains this (or group).",
+                             **key)
+  scratch = flags.DEFINE_string("scratch", None, "Where the temporary workdirs go.", **key)
+  dry_run = flags.DEFINE_bool("dry_run", False, "List the runs still to do; train nothing.",
+                              **key)
+  shard = flags.DEFINE_string("shard", "0/1", "i/n: this process runs every n-th run from i.",
+                              **key)
+  cache = flags.DEFINE_string("compilation_cache", "/tmp/multilabel_jax_jit_cache",
+                              "JAX persistent compilation cache ('' to disable): seeds and "
+                              "ambiguity levels reuse the compiled steps.", **key)
+
+  def _main(argv):
+    del argv
+    if cache.value:
+      jax.config.update("jax_compilation_cache_dir", cache.value)
+      jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    ran = run_sweep(plan(preset.value), out.value, preset=preset.value, only=only.value,
+                    scratch=scratch.value, dry_run=dry_run.value, shard=shard.value)
+    print(f"sweep: {len(ran)} runs done; results in {out.value}")
+
+  app.run(_main)
