@@ -11,15 +11,16 @@ A scorer (:mod:`multilabel_jax.scoring`) answers two passes over a split:
    micro, equal to sklearn's ``average_precision_score``; on validation the same counts
    give the per-class F1 thresholds.
 
-A decoder's set is exact when it fits in r slots; ``num_truncated`` counts the rows whose
-r-th candidate still qualifies (their sets may be longer), and for by-count the labels
-beyond r.
+Every decoder's set equals the dense decoder's with ``max_labels=r`` (threshold sets keep
+their r largest margins), and ``num_truncated`` counts the labels that qualified but did not
+fit, exactly: pass one also counts, over all C classes, those that pass each threshold.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Callable, Dict, Iterable, Mapping, Optional
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,6 @@ import numpy as np
 
 from multilabel_jax import labels as labels_lib
 from multilabel_jax import metrics as metrics_lib
-from multilabel_jax.losses import decoders as decoders_lib
 from multilabel_jax.metrics import average_precision as ap_lib
 from multilabel_jax.metrics import streaming as streaming_metrics
 
@@ -51,49 +51,74 @@ def iterate(batches: Iterable[dict], max_examples: int = 0):
       return
 
 
-def mean_labels(label_ids: np.ndarray) -> float:
-  """Mean number of distinct labels per row of padded ids."""
-  ids = np.asarray(label_ids)
-  return float(np.mean([len(set(r[r >= 0].tolist())) for r in ids])) if len(ids) else 0.0
-
-
 # ------------------------------------------------------------------ decoders on top-r
+#
+# A decoder maps pass one's output (:class:`scoring.PassOne`) to ``(ids [B, r] -1 padded,
+# truncated [B])``: the set a dense decoder with ``max_labels=r`` returns, and the labels
+# that qualified but did not fit (``num_truncated``).
+
+
+class ScoreDecoding(NamedTuple):
+  """What :func:`make_decoders` asks of an objective, for scores that have none (the
+  oracle's marginals, a baseline's probabilities): see :class:`losses.Objective`."""
+  top_k_prefix: str = "top"
+  fixed_threshold: Optional[float] = 0.5
+  counts_fn: Optional[Callable] = None
+
+
+PROBABILITIES = ScoreDecoding()  # Scores in [0, 1]: top-k, threshold 0.5 and calibrated.
 
 
 def _keep_first(n):
-  return lambda v, i, c: (np.where(np.arange(i.shape[1]) < n, i, -1), np.zeros(len(i), int))
-
-
-def _keep_above(t):
-  """Candidates with ``value >= t`` (a scalar or a per-class ``[C]`` array)."""
-  def fn(v, i, c):
-    tt = t if np.ndim(t) == 0 else np.asarray(t)[np.maximum(i, 0)]
-    keep = (v >= tt) & (i >= 0)
-    return np.where(keep, i, -1), keep[:, -1].astype(int)  # Last slot passes: may have more.
+  def fn(p):
+    return np.where(np.arange(p.ids.shape[1]) < n, p.ids, -1), np.zeros(len(p.ids), int)
   return fn
 
 
-def _by_count(v, i, c):
-  n = np.clip(np.round(c), 0, None).astype(int)
-  r = i.shape[1]
-  return (np.where(np.arange(r)[None] < np.minimum(n, r)[:, None], i, -1),
+def _keep_above(t, j):
+  """Scalar threshold ``t``, the ``j``-th of pass one's thresholds: candidates are ranked by
+  score, so the kept ones are the set's r best; ``above`` counts all that pass."""
+  def fn(p):
+    keep = (p.values >= t) & (p.ids >= 0)
+    return np.where(keep, p.ids, -1), np.asarray(p.above)[:, j] - keep.sum(1)
+  return fn
+
+
+def _keep_class_thresholds(p):
+  keep = p.margin_values > -np.inf  # Margin candidates are the passing classes, best first.
+  return np.where(keep, p.margin_ids, -1), np.asarray(p.class_above) - keep.sum(1)
+
+
+def _by_count(p):
+  n = np.clip(np.round(p.counts), 0, None).astype(int)
+  r = p.ids.shape[1]
+  return (np.where(np.arange(r)[None] < np.minimum(n, r)[:, None], p.ids, -1),
           np.maximum(n - r, 0))
 
 
-def make_decoders(objective, calibration: Mapping, *, top_ks, r: int) -> Dict[str, Callable]:
-  """Decoder name -> ``(values [B, r], ids [B, r], counts) -> (ids [B, r] -1 padded,
-  truncated [B])``: every decoder that applies to ``objective``, with the thresholds of
-  ``calibration`` (:func:`calibrate`; empty for periodic validation)."""
-  out = {f"{objective.top_k_prefix}_{k}": _keep_first(k) for k in top_ks if k <= r}
+def scalar_thresholds(objective, calibration: Mapping) -> Dict[str, float]:
+  """Decoder name -> scalar threshold, for the objective's fixed one and the calibrated
+  average-K ones."""
+  out = {}
   if objective.fixed_threshold is not None:
-    out[f"threshold_{objective.fixed_threshold}"] = _keep_above(objective.fixed_threshold)
+    out[f"threshold_{objective.fixed_threshold}"] = objective.fixed_threshold
   average = calibration.get("average_k", {}).get("threshold")
   if average is not None:
-    out["average_k"] = _keep_above(average)
+    out["average_k"] = average
   for k, t in calibration.get("average_k_at", {}).items():
-    out[f"average_k_{k}"] = _keep_above(t)
+    out[f"average_k_{k}"] = t
+  return out
+
+
+def make_decoders(objective, calibration: Mapping, *, top_ks, r: int) -> Dict[str, Callable]:
+  """Decoder name -> ``PassOne -> (ids [B, r] -1 padded, truncated [B])``: every decoder that
+  applies to ``objective``, with the thresholds of ``calibration`` (:func:`calibrate`;
+  empty for periodic validation). Scalar thresholds are in :func:`scalar_thresholds` order."""
+  out = {f"{objective.top_k_prefix}_{k}": _keep_first(k) for k in top_ks if k <= r}
+  for j, (name, t) in enumerate(scalar_thresholds(objective, calibration).items()):
+    out[name] = _keep_above(t, j)
   if calibration.get("class_thresholds") is not None:
-    out["class_thresholds"] = _keep_above(calibration["class_thresholds"])
+    out["class_thresholds"] = _keep_class_thresholds
   if objective.counts_fn is not None:
     out["by_count"] = _by_count
   return out
@@ -150,7 +175,12 @@ def evaluate(scorer, batches: Callable[[], Iterable[dict]], *, objective, num_cl
     "num_truncated": int}}, "set_size_counts", "map_method"}`` (+ the optional keys).
   """
   ks = tuple(k for k in top_ks if k <= r)
-  decoders = make_decoders(objective, calibration or {}, top_ks=top_ks, r=r)
+  calibration = calibration or {}
+  decoders = make_decoders(objective, calibration, top_ks=top_ks, r=r)
+  thresholds = np.asarray(list(scalar_thresholds(objective, calibration).values()), np.float32)
+  class_thresholds = calibration.get("class_thresholds")
+  if class_thresholds is not None:
+    class_thresholds = np.asarray(class_thresholds, np.float32)
   Sets = streaming_metrics.make_collection((), num_classes=num_classes, sets=True)
   sets_update = jax.jit(lambda p, y, m: Sets.single_from_model_output(
       predictions=p, labels=y, mask=m))
@@ -162,14 +192,15 @@ def evaluate(scorer, batches: Callable[[], Iterable[dict]], *, objective, num_cl
   for batch in iterate(batches(), max_examples):
     mask = np.asarray(batch["mask"], bool)
     labels = np.asarray(batch["label_ids"])
-    values, ids, counts, label_scores = scorer.pass_one(batch)
-    ap.add_positives(labels, label_scores, mask)
+    one = scorer.pass_one(batch, thresholds, class_thresholds)
+    values, ids = one.values, one.ids
+    ap.add_positives(labels, one.label_scores, mask)
     _count_sizes(sizes["labels"], labels_lib.unique_mask(labels) & (labels >= 0), mask)
     for key, v in ranking_terms(ids, labels, mask).items():
       sums[key] = sums.get(key, 0.0) + float(np.sum(np.asarray(v, np.float64)))
     n += int(mask.sum())
     for name, decode in decoders.items():
-      preds, trunc = decode(values, ids, counts)
+      preds, trunc = decode(one)
       _count_sizes(sizes[name], preds >= 0, mask)
       truncated[name] = truncated.get(name, 0) + int(np.asarray(trunc)[mask].sum())
       update = sets_update(jnp.asarray(preds), jnp.asarray(labels), jnp.asarray(mask))
@@ -221,40 +252,6 @@ def _ranking(sums, n, ks, psp):
       den = sums[f"psp_den_{k}"]
       out[f"psp_at_{k}"] = sums[f"psp_num_{k}"] / den if den > 0 else 0.0
   return out
-
-
-# ------------------------------------------------------------------ calibration
-
-
-def calibrate(inputs: Mapping, *, num_classes: int, k: Optional[float], average_ks=(),
-              min_positives: int = 5) -> dict:
-  """Thresholds from a validation :func:`evaluate` run with ``keep_values=True``.
-
-  * ``average_k``: ``{"k", "threshold"}``, the global threshold giving sets of K labels on
-    average (K = ``k``, or the validation mean label count when None);
-  * ``average_k_at``: ``{K: threshold}`` for each K in ``average_ks`` (K <= C);
-  * ``class_thresholds``: per-class F1-optimal thresholds (classes with fewer than
-    ``min_positives`` validation positives use the micro-F1-optimal global threshold),
-    equal to ``decoders.calibrate_class_thresholds`` on the full validation scores.
-
-  An average-K threshold that needs more than the top-r candidates of a row is None (a
-  warning says so) rather than a wrong number.
-  """
-  values = inputs["values"]
-  k = mean_labels(inputs["labels"]) if k is None else k
-
-  def average_k(kk):
-    try:
-      return decoders_lib.calibrate_average_k(values, kk, num_classes=num_classes)
-    except ValueError as e:
-      logging.warning("average-K (K=%s) not calibrated: %s", kk, e)
-      return None
-
-  return {"average_k": {"k": k, "threshold": average_k(k)},
-          "average_k_at": {int(kk): t for kk in average_ks if kk <= num_classes
-                           for t in [average_k(kk)] if t is not None},
-          "class_thresholds": inputs["ap"].class_thresholds(min_positives=min_positives,
-                                                            fallback="global")}
 
 
 # ------------------------------------------------------------------ helpers and buckets

@@ -13,6 +13,7 @@ import pathlib
 
 import numpy as np
 
+from multilabel_jax import calibration as calibration_lib
 from multilabel_jax import evaluate, scoring
 
 # The oracle's dense marginals [B, C] are computed on the host; above this many classes
@@ -52,8 +53,11 @@ def final_evaluation(config, source, eval_data, objective, scorer, label_stats) 
 
   def run(scorer, objective, k):
     val = validation(config, eval_data, objective, scorer, info, label_stats, keep_values=True)
-    calibration = evaluate.calibrate(val.pop("_calibration_inputs"), num_classes=info.num_classes,
-                                     k=k, average_ks=config.eval.average_ks)
+    count = calibration_lib.counter(scorer, lambda: eval_data.eval_iter("validation"),
+                                    config.eval.validation_examples)
+    calibration = calibration_lib.calibrate(
+        val.pop("_calibration_inputs"), num_classes=info.num_classes, k=k,
+        average_ks=config.eval.average_ks, count_at_least=count)
     test = evaluate.evaluate(scorer, lambda: eval_data.eval_iter("test"), objective=objective,
                              calibration=calibration, pr_curve=True, **common)
     return calibration, val, test
@@ -68,16 +72,8 @@ def final_evaluation(config, source, eval_data, objective, scorer, label_stats) 
   if config.eval.oracle and hasattr(source, "oracle_marginals_from_inputs") and (
       info.num_classes <= ORACLE_DENSE_MAX_CLASSES):
     oracle = scoring.array_scorer(source.oracle_marginals_from_inputs, r)
-    report["oracle"] = run(oracle, _OracleObjective(), None)[2]
+    report["oracle"] = run(oracle, evaluate.PROBABILITIES, None)[2]
   return report
-
-
-class _OracleObjective:
-  """The oracle's marginals decode like probabilities: fixed 0.5 and calibrated thresholds."""
-  name = "oracle"
-  top_k_prefix = "top"
-  fixed_threshold = 0.5
-  counts_fn = None
 
 
 def write_report(workdir, report) -> None:

@@ -3,10 +3,12 @@
 Evaluation (:mod:`multilabel_jax.evaluate`) asks a scorer two things per batch, and nothing
 else, so a 1M-class fused head and a 600-class dense head take the same path:
 
-* ``pass_one(batch) -> (values [B, r], ids [B, r], counts [B] or None, label_scores [B, L])``:
-  each row's top-r classes by score (best first; r at least the largest k), the predicted
-  label counts of count objectives, and the scores at the row's label ids (the positives
-  of exact mAP).
+* ``pass_one(batch, thresholds [m], class_thresholds [C] or None) -> PassOne``: each row's
+  top-r classes by score (best first; r at least the largest k), the predicted label counts
+  of count objectives, the scores at the row's label ids (the positives of exact mAP), how
+  many classes pass each scalar threshold, and for per-class thresholds the top-r classes by
+  margin ``score - t_c`` with the number that pass: so every threshold decoder's set, and
+  its truncation, are those of the dense decoder with ``max_labels=r``.
 * ``pass_two(batch, classes [P'], thresholds [P'], pooled [P]) -> (count_ge [P'],
   max_below [P'], hist [P+1], bin_max [P+1])``: the negatives' counts of exact mAP
   (:mod:`multilabel_jax.metrics.average_precision`).
@@ -19,7 +21,7 @@ function (the simulator's oracle).
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +29,30 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from multilabel_jax import models
-from multilabel_jax.losses import fused_heads
+from multilabel_jax.losses import fused_heads, streaming_top_k
 from multilabel_jax.metrics import average_precision as ap_lib
+
+
+class PassOne(NamedTuple):
+  """What pass one returns per batch (numpy after :class:`Scorer`).
+
+  Attributes:
+    values, ids: ``[B, r]`` the top-r scores and their classes, best first.
+    counts: ``[B]`` predicted label counts, or None.
+    label_scores: ``[B, L]`` the scores at the batch's ``label_ids`` (0 at padding).
+    above: int ``[B, m]`` classes with ``score >= thresholds[j]``.
+    margin_values, margin_ids: ``[B, r]`` the top-r classes by ``score - class_thresholds``
+      among those that pass (-inf after them), or None.
+    class_above: int ``[B]`` classes with ``score >= class_thresholds``, or None.
+  """
+  values: jax.Array
+  ids: jax.Array
+  counts: Optional[jax.Array]
+  label_scores: jax.Array
+  above: jax.Array
+  margin_values: Optional[jax.Array] = None
+  margin_ids: Optional[jax.Array] = None
+  class_above: Optional[jax.Array] = None
 
 
 def _label_scores(scores, label_ids):
@@ -37,10 +61,51 @@ def _label_scores(scores, label_ids):
   return jnp.where(ids >= 0, got, 0.0)
 
 
-def dense_pass_one(scores, counts, label_ids, r: int):
+def _margins(scores, t):
+  """``score - t`` where the class passes (0 at equality, also for infinities), else -inf."""
+  passes = scores >= t
+  return jnp.where(passes, jnp.where(scores == t, 0.0, scores - t), -jnp.inf), passes
+
+
+def threshold_stats(scores, thresholds, class_thresholds, r: int, start=0):
+  """``(above [B, m], margin top-r or None, class_above or None)`` of one chunk of scores
+  ``[B, w]`` whose first class is ``start``."""
+  above = jnp.stack([jnp.sum(scores >= thresholds[j], axis=1, dtype=jnp.int32)
+                     for j in range(thresholds.shape[0])], axis=1) if thresholds.shape[0] \
+      else jnp.zeros((scores.shape[0], 0), jnp.int32)
+  if class_thresholds is None:
+    return above, None, None
+  t = jax.lax.dynamic_slice_in_dim(class_thresholds, start, scores.shape[1])
+  margin, passes = _margins(scores, t[None, :])
+  mv, mi = jax.lax.top_k(margin, min(r, scores.shape[1]))
+  return above, (mv, (mi + start).astype(jnp.int32)), jnp.sum(passes, axis=1, dtype=jnp.int32)
+
+
+def dense_pass_one(scores, counts, label_ids, r: int, thresholds, class_thresholds=None):
   """:func:`pass_one` of dense scores ``[B, C]``."""
   values, ids = jax.lax.top_k(scores, r)
-  return values, ids, counts, _label_scores(scores, label_ids)
+  above, margin, class_above = threshold_stats(scores, thresholds, class_thresholds, r)
+  mv, mi = margin if margin is not None else (None, None)
+  return PassOne(values, ids, counts, _label_scores(scores, label_ids), above, mv, mi,
+                 class_above)
+
+
+def _fused_threshold_stats(head, x, heads, outputs, thresholds, class_thresholds, r, opts):
+  """:func:`threshold_stats` over every class chunk of a fused head."""
+  b = x.shape[0]
+  init = [jnp.zeros((b, thresholds.shape[0]), jnp.int32), None, None]
+  if class_thresholds is not None:
+    init[1] = (jnp.full((b, r), -jnp.inf, jnp.float32), jnp.full((b, r), -1, jnp.int32))
+    init[2] = jnp.zeros((b,), jnp.int32)
+
+  def add(carry, scores, start):
+    above, margin, class_above = threshold_stats(scores, thresholds, class_thresholds, r, start)
+    if margin is None:
+      return (carry[0] + above, None, None)
+    merged = streaming_top_k.merge_top_k(*carry[1], *margin, r)
+    return (carry[0] + above, merged, carry[2] + class_above)
+
+  return fused_heads.fold_scores(head, x, heads, outputs, add, tuple(init), **opts)
 
 
 def dense_pass_two(scores, label_ids, mask, classes, thresholds, pooled):
@@ -67,15 +132,19 @@ def eval_fns(model, objective, *, r: int, use_fused: bool, chunk_size: int, mesh
 
   counts_fn = objective.counts_fn or (lambda outputs: None)
 
-  def pass_one(state, batch):
+  def pass_one(state, batch, thresholds, class_thresholds=None):
     outputs = apply(state, batch)
     if head is None:
-      return dense_pass_one(objective.scores(outputs), counts_fn(outputs), batch["label_ids"], r)
+      return dense_pass_one(objective.scores(outputs), counts_fn(outputs), batch["label_ids"], r,
+                            thresholds, class_thresholds)
     x, heads = fused_inputs(state, outputs)
     opts = dict(chunk_size=chunk_size, mesh=mesh)
     values, ids = fused_heads.top_scores(head, x, heads, outputs, r, **opts)
     at = fused_heads.scores_at(head, x, heads, outputs, batch["label_ids"], **opts)
-    return values, ids, counts_fn(outputs), at
+    above, margin, class_above = _fused_threshold_stats(head, x, heads, outputs, thresholds,
+                                                        class_thresholds, r, opts)
+    mv, mi = margin if margin is not None else (None, None)
+    return PassOne(values, ids, counts_fn(outputs), at, above, mv, mi, class_above)
 
   def pass_two(state, batch, classes, thresholds, pooled):
     outputs = apply(state, batch)
@@ -114,8 +183,8 @@ class Scorer:
                to_device: Callable = lambda b: b):
     self._one, self._two, self._state, self._put = pass_one, pass_two, state, to_device
 
-  def pass_one(self, batch):
-    return gather(self._one(self._state, self._put(batch)))
+  def pass_one(self, batch, thresholds, class_thresholds=None) -> PassOne:
+    return gather(self._one(self._state, self._put(batch), thresholds, class_thresholds))
 
   def pass_two(self, batch, classes, thresholds, pooled):
     return gather(self._two(self._state, self._put(batch), classes, thresholds, pooled))
@@ -123,12 +192,13 @@ class Scorer:
 
 def array_scorer(scores_fn: Callable, r: int, counts_fn: Optional[Callable] = None) -> Scorer:
   """A :class:`Scorer` of ``scores_fn(batch) -> [B, C]`` host scores (e.g. the oracle)."""
-  one = jax.jit(lambda s, c, y: dense_pass_one(s, c, y, r))
+  one = jax.jit(lambda s, c, y, t, tc: dense_pass_one(s, c, y, r, t, tc))
   two = jax.jit(lambda s, y, m, cl, t, p: dense_pass_two(s, y, m, cl, t, p))
 
-  def pass_one(_, batch):
+  def pass_one(_, batch, thresholds, class_thresholds=None):
     counts = None if counts_fn is None else jnp.asarray(counts_fn(batch))
-    return one(jnp.asarray(scores_fn(batch), jnp.float32), counts, batch["label_ids"])
+    return one(jnp.asarray(scores_fn(batch), jnp.float32), counts, batch["label_ids"],
+               thresholds, class_thresholds)
 
   def pass_two(_, batch, classes, thresholds, pooled):
     return two(jnp.asarray(scores_fn(batch), jnp.float32), batch["label_ids"], batch["mask"],

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from multilabel_jax import evaluate, losses, metrics, scoring, train
+from multilabel_jax import calibration, evaluate, losses, metrics, scoring, train
 from multilabel_jax.losses import decoders as decoders_lib
 from tests.train_util import tiny_config
 
@@ -59,8 +59,7 @@ def test_ranking_and_sets_equal_the_dense_references():
   pred = (scores >= 0.5) & (rank < 12)  # A set holds at most r = 12 labels.
   m = result["decoders"]["threshold_0.5"]
   assert m["f1_micro"] == pytest.approx(skm.f1_score(y, pred, average="micro"), abs=1e-6)
-  rth = -np.sort(-scores, axis=1)[:, 11]  # Rows whose 12th candidate still passes.
-  assert m["num_truncated"] == int((rth >= 0.5).sum()) > 0
+  assert m["num_truncated"] == int(np.maximum((scores >= 0.5).sum(1) - 12, 0).sum()) > 0
   assert result["set_size_counts"]["labels"] == np.bincount(y.sum(1)).tolist()
   assert result["map_method"].startswith("exact")
 
@@ -73,12 +72,12 @@ def test_calibration_equals_the_full_score_calibration():
   scorer = scoring.array_scorer(lambda b: b["scores"], r=c)
   val = evaluate.evaluate(scorer, batches_of(scores, labels, 32), objective=objective,
                           num_classes=c, top_ks=(1,), r=c, keep_values=True)
-  cal = evaluate.calibrate(val["_calibration_inputs"], num_classes=c, k=None,
+  cal = calibration.calibrate(val["_calibration_inputs"], num_classes=c, k=None,
                            average_ks=(1, 3, 50))
   np.testing.assert_array_equal(
       cal["class_thresholds"],
       decoders_lib.calibrate_class_thresholds(scores, labels, min_positives=5))
-  k = evaluate.mean_labels(labels)
+  k = calibration.mean_labels(labels)
   assert cal["average_k"] == {"k": k, "threshold": decoders_lib.calibrate_average_k(scores, k)}
   assert sorted(cal["average_k_at"]) == [1, 3]  # K > C is skipped.
   test = evaluate.evaluate(scorer, batches_of(scores, labels, 32), objective=objective,
@@ -177,3 +176,34 @@ def test_report_map_equals_sklearn_on_the_oracle(tmp_path):
       skm.average_precision_score(y[:, cols], marg[:, cols]), abs=1e-6)
   assert report["oracle"]["ranking"]["map_micro"] == pytest.approx(
       skm.average_precision_score(y, marg, average="micro"), abs=1e-6)
+
+
+def test_average_k_beyond_the_top_r_is_found_exactly_by_counting_passes():
+  scores, labels = _problem(4, n=50, c=30)
+  scores[:5] = 1.0  # Saturated rows: all their candidates pass any average-K threshold.
+  scores[5:10] = np.round(scores[5:10], 1)  # Ties.
+  c = scores.shape[1]
+  objective = losses.get_objective("sigmoid", c)
+  scorer = scoring.array_scorer(lambda b: b["scores"], r=2)
+  batches = batches_of(scores, labels, 16)
+  val = evaluate.evaluate(scorer, batches, objective=objective, num_classes=c, top_ks=(1,), r=2,
+                          keep_values=True)
+  with pytest.raises(ValueError, match="pass more scores per row"):
+    calibration.calibrate(val["_calibration_inputs"], num_classes=c, k=3.0)
+  cal = calibration.calibrate(val["_calibration_inputs"], num_classes=c, k=3.0,
+                              average_ks=(1, 5, 30), count_at_least=calibration.counter(
+                                  scorer, batches))
+  assert cal["average_k"]["threshold"] == decoders_lib.calibrate_average_k(scores, 3.0)
+  for kk in (1, 5, 30):
+    assert cal["average_k_at"][kk] == decoders_lib.calibrate_average_k(scores, kk), kk
+
+
+def test_pooled_order_statistic_is_exact():
+  rng = np.random.default_rng(5)
+  pooled = np.concatenate([rng.normal(size=200), [-np.inf, 0.0, -0.0, 3.5, 3.5, 1e-30]])
+  pooled = pooled.astype(np.float32)
+  want = np.sort(pooled)[::-1]
+  qs = [1, 2, 5, 100, 205, 206]
+  got = calibration.pooled_order_statistic(
+      lambda t: (pooled[None, :] >= np.asarray(t)[:, None]).sum(1), qs)
+  assert got == [float(want[q - 1]) for q in qs]

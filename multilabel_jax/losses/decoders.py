@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from multilabel_jax import labels as labels_lib
+from multilabel_jax.metrics.average_precision import midpoint_between
 
 
 class DecodedSets(NamedTuple):
@@ -158,13 +159,6 @@ def _is_float(x: np.ndarray) -> bool:
   return jnp.issubdtype(x.dtype, jnp.floating)
 
 
-def _midpoint_between(upper, lower, dtype):
-  """A threshold t with ``lower < t <= upper`` in ``dtype``."""
-  upper, lower = dtype.type(upper), dtype.type(lower)
-  t = dtype.type((np.float64(upper) + np.float64(lower)) / 2)
-  return t if lower < t <= upper else upper
-
-
 def calibrate_average_k(val_scores, k: float, *, where=None,
                         num_classes: Optional[int] = None) -> float:
   """Global threshold such that validation sets hold k labels on average (average-K).
@@ -210,7 +204,7 @@ def calibrate_average_k(val_scores, k: float, *, where=None,
   flat = scores.reshape(-1)
   part = np.partition(flat, [flat.size - m - 1, flat.size - m])
   upper, lower = part[flat.size - m], part[flat.size - m - 1]
-  t = _midpoint_between(upper, lower, scores.dtype)
+  t = midpoint_between(upper, lower, scores.dtype)
   if r < c and np.any(scores.min(axis=1) >= t):
     raise ValueError("a row has all of its given top scores above the calibrated threshold, "
                      "so it may have more; pass more scores per row.")
@@ -283,6 +277,6 @@ def _best_f1_cut(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
   cols = np.arange(c)
   upper = s[best, cols]
   lower = s[np.minimum(best + 1, n - 1), cols]
-  t = np.array([_midpoint_between(u, l, scores.dtype) if b < n - 1 else u
+  t = np.array([midpoint_between(u, l, scores.dtype) if b < n - 1 else u
                 for u, l, b in zip(upper, lower, best)], scores.dtype)
   return np.where(n_pos > 0, t, np.inf).astype(scores.dtype)

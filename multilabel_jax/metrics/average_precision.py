@@ -39,9 +39,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from multilabel_jax import labels as labels_lib
-from multilabel_jax.losses.decoders import _midpoint_between  # pylint: disable=protected-access
 
 _INT32_MAX = 2**31 - 1
+
+
+def midpoint_between(upper, lower, dtype):
+  """A threshold t with ``lower < t <= upper`` in ``dtype`` (the calibration rule of
+  ``decoders.calibrate_average_k`` and of the per-class F1 thresholds)."""
+  upper, lower = dtype.type(upper), dtype.type(lower)
+  t = dtype.type((np.float64(upper) + np.float64(lower)) / 2)
+  return t if lower < t <= upper else upper
 
 
 # -------------------------------------------------------------------- device functions
@@ -362,7 +369,7 @@ class ExactAveragePrecision:
   @staticmethod
   def _cut(upper, lower) -> np.float32:
     dtype = np.dtype(np.float32)
-    return upper if lower == -np.inf else _midpoint_between(upper, lower, dtype)
+    return upper if lower == -np.inf else midpoint_between(upper, lower, dtype)
 
   def class_thresholds(self, *, min_positives: int = 1,
                        fallback: Union[str, float] = "global") -> np.ndarray:

@@ -287,7 +287,7 @@ def claim5(rep):
       base = rs.ranking(rep.baseline, m)
       v = rs.verdict(rs.Stat([x - base for x in s.values]), spread=s.sd)
       if m == "map" and v in ("confirms", "refutes") and abs(s.mean - base) <= (
-          rs.stat(b, rs.map_bracket).mean + rs.ranking(rep.baseline, "map_error")):
+          rs.stat(b, rs.map_bracket).mean + rs.map_bracket(rep.baseline)):
         v = rs.BRACKET
       verdicts.append(v)
       body.append([name, s.fmt(4), f"{base:.4f}", f"{s.mean - base:+.4f}", v])

@@ -21,7 +21,8 @@ import scipy.sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
-from multilabel_jax import evaluate, labels as labels_lib
+from multilabel_jax import calibration as calibration_lib
+from multilabel_jax import evaluate, labels as labels_lib, scoring
 from multilabel_jax.data import debtags, memory, pipeline
 
 C_GRID = (8.0,)  # One value: the shared CPU machine has no time for a search.
@@ -50,26 +51,32 @@ def fit_predict(x_train, y_train, x_eval_list, *, c: float):
   return out
 
 
+def _batches(scores, labels, batch_size):
+  def gen():
+    for s in range(0, len(scores), batch_size):
+      sl = slice(s, s + batch_size)
+      yield {"scores": scores[sl], "label_ids": labels[sl], "mask": np.ones(len(scores[sl]), bool)}
+  return gen
+
+
 def evaluate_scores(val_scores, val_labels, test_scores, test_labels, *, num_classes,
                     propensity, top_ks=(1, 3, 5), average_ks=(1, 3, 5), batch_size=512,
-                    class_buckets=None) -> dict:
-  """The neural runs' final evaluation, on precomputed scores."""
-  calibration = evaluate.calibrate(val_scores, val_labels, k=evaluate.mean_labels(val_labels),
-                                   average_ks=average_ks)
-  decoders = evaluate.make_decoders(objective_name="sigmoid", has_counts=False,
-                                    calibration=calibration, top_ks=top_ks, max_set_size=64,
-                                    num_classes=num_classes)
-
-  def batches():
-    for s in range(0, len(test_scores), batch_size):
-      sl = slice(s, s + batch_size)
-      yield {"scores": test_scores[sl], "label_ids": test_labels[sl],
-             "mask": np.ones(len(test_scores[sl]), bool)}
-
-  test = evaluate.evaluate(lambda b: (b["scores"], None), batches(), decoders=decoders,
-                           num_classes=num_classes, top_ks=top_ks, propensity=propensity,
-                           class_buckets=class_buckets, pr_curve=True)
-  return {"calibration": {"average_k": calibration["average_k"]}, "test": test}
+                    class_buckets=None, max_set_size: int = 64) -> dict:
+  """The neural runs' final evaluation (:mod:`multilabel_jax.report`), on precomputed
+  probabilities."""
+  r = min(max(max_set_size, max(top_ks)), num_classes)
+  scorer = scoring.array_scorer(lambda b: b["scores"], r)
+  val_batches = _batches(val_scores, val_labels, batch_size)
+  common = dict(objective=evaluate.PROBABILITIES, num_classes=num_classes, top_ks=top_ks, r=r)
+  val = evaluate.evaluate(scorer, val_batches, keep_values=True, **common)
+  calibration = calibration_lib.calibrate(
+      val.pop("_calibration_inputs"), num_classes=num_classes, k=None, average_ks=average_ks,
+      count_at_least=calibration_lib.counter(scorer, val_batches))
+  test = evaluate.evaluate(scorer, _batches(test_scores, test_labels, batch_size),
+                           calibration=calibration, propensity=propensity,
+                           class_buckets=class_buckets, pr_curve=True, **common)
+  return {"calibration": {"average_k": calibration["average_k"]}, "evaluation_path": f"top_{r}",
+          "test": test}
 
 
 def run(*, tiny: bool = False, source: memory.ArraySource = None) -> dict:
@@ -106,7 +113,7 @@ def run(*, tiny: bool = False, source: memory.ArraySource = None) -> dict:
                            propensity=propensity,
                            class_buckets=evaluate.frequency_buckets(counts))
   report.update(
-      objective="ovr_logreg", natural_decoder="threshold_0.5", evaluation_path="dense",
+      objective="ovr_logreg", natural_decoder="threshold_0.5",
       model={"estimator": "OneVsRestClassifier(LogisticRegression(solver='liblinear'))",
              "C": c, "C_grid": list(grid), "validation_precision_at_1": p1},
       data={"name": info.name, "num_classes": info.num_classes, "num_train_examples": n,

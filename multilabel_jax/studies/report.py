@@ -115,7 +115,7 @@ class Report:
         body.append([obj] + [rs.stat(runs, lambda r, m=m: rs.ranking(r, m)).fmt()
                              for _, m in RANKING]
                     + [f"{best}: " + rs.stat(runs, lambda r: rs.decoder(r, best, "f1_micro")).fmt()]
-                    + [rs.stat(runs, lambda r: rs.ranking(r, "map_error")).fmt(3).split(" ±")[0]]
+                    + [rs.stat(runs, rs.map_bracket).fmt(3).split(" ±")[0]]
                     + [rs.stat(runs, lambda r: rs.steps_to_fraction(r)).fmt(0),
                        rs.stat(runs, lambda r: r["train"]["seconds_this_run"]).fmt(0)])
       lines += rs.table(["objective"] + [n for n, _ in RANKING]
