@@ -15,6 +15,7 @@ import numpy as np
 
 from multilabel_jax import data, losses, models
 from multilabel_jax.data import base as data_base
+from multilabel_jax.data import pipeline as pipeline_lib
 
 # The batch key each encoder reads.
 _MODEL_INPUTS = {"mlp": "features", "bow": "token_ids"}
@@ -34,6 +35,18 @@ def build_source(config):
   if config.data.strict and config.data.name in _SOURCES_WITH_STRICT:
     options.setdefault("strict", True)
   return data.get_source(config.data.name, **options)
+
+
+def build_pipelines(config, source):
+  """``(train, eval)`` input pipelines: deterministic, resumable, per process."""
+  train = pipeline_lib.InputPipeline(
+      source, global_batch_size=config.batch_size, seed=config.seed, strict=config.data.strict,
+      allow_empty_labels=True, resample=config.data.resample or None,
+      stats_examples=config.data.stats_examples)
+  evaluation = pipeline_lib.InputPipeline(source, global_batch_size=config.eval.batch_size,
+                                          seed=config.seed, strict=config.data.strict,
+                                          allow_empty_labels=True)
+  return train, evaluation
 
 
 def check_model_matches_data(config, info) -> None:

@@ -76,6 +76,15 @@ def final_evaluation(config, source, eval_data, objective, scorer, label_stats) 
   return report
 
 
+def data_summary(info, label_stats, load_stats, train_data, eval_data) -> dict:
+  """The report's ``data`` part: the dataset, and what loading and batching skipped."""
+  return {"name": info.name, "num_classes": info.num_classes, "max_labels": info.max_labels,
+          "num_train_examples": info.num_train_examples,
+          "mean_train_labels": label_stats.mean_labels_per_example,
+          "stats": {"load": load_stats, "train_batches": train_data.stats.as_dict(),
+                    "eval_batches": eval_data.stats.as_dict()}}
+
+
 def write_report(workdir, report) -> None:
   """``report.json`` and a readable ``report.md``; the tables are also printed."""
   workdir = pathlib.Path(workdir)

@@ -35,7 +35,6 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from multilabel_jax import builders, checkpointing, configs, models, optim, report, scoring
 import multilabel_jax.data as data_lib
-from multilabel_jax.data import pipeline as pipeline_lib
 
 
 class SimulatedCrash(RuntimeError):
@@ -147,6 +146,22 @@ def state_shardings(model, tx, example_inputs, mesh, class_sharded: bool):
   return abstract, shardings
 
 
+def restore_or_init(config, model, tx, train_data, mesh, manager):
+  """The newest readable checkpoint's state (and the data counts of its steps), or a new
+  state from ``config.seed``; sharded over ``mesh`` either way."""
+  example_inputs = {k: v[:1] for k, v in train_data.train_batch(0, count=False).items()}
+  abstract, shardings = state_shardings(model, tx, example_inputs, mesh, config.mesh.classes > 1)
+  target = jax.tree_util.tree_map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+  state, data_stats, restored_step = checkpointing.restore_latest(manager, target)
+  if state is None:
+    return jax.jit(lambda r: init_state(model, tx, example_inputs, r),
+                   out_shardings=shardings)(jax.random.key(config.seed))
+  train_data.stats = data_lib.DataStats(**data_stats)  # Counts of the steps before.
+  logging.info("resumed from step %d (%s)", restored_step, manager.directory)
+  return state
+
+
 def train_and_evaluate(config, workdir, *, crash_after_step=None):
   """Trains, checkpoints, evaluates every decoder and writes the report. Returns it.
 
@@ -167,13 +182,7 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
   if is_main and hasattr(source, "save_vocab"):  # Text vocabulary and label map.
     source.save_vocab(workdir / "vocab")
   builders.check_model_matches_data(config, info)
-  train_data = pipeline_lib.InputPipeline(
-      source, global_batch_size=config.batch_size, seed=config.seed, strict=config.data.strict,
-      allow_empty_labels=True, resample=config.data.resample or None,
-      stats_examples=config.data.stats_examples)
-  eval_data = pipeline_lib.InputPipeline(source, global_batch_size=config.eval.batch_size,
-                                         seed=config.seed, strict=config.data.strict,
-                                         allow_empty_labels=True)
+  train_data, eval_data = builders.build_pipelines(config, source)
   label_stats = train_data.label_stats
   objective = builders.build_objective(config, source, label_stats)
   use_fused = builders.use_fused_head(config, objective)
@@ -191,19 +200,9 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
     return {k: jax.make_array_from_process_local_data(data_sharding, np.asarray(v))
             for k, v in batch.items()}
 
-  example_inputs = {k: v[:1] for k, v in train_data.train_batch(0, count=False).items()}
   tx, schedule = optim.make_optimizer(config.optimizer, config.total_steps)
-  abstract, shardings = state_shardings(model, tx, example_inputs, mesh, config.mesh.classes > 1)
   manager = checkpointing.make_manager(config, workdir)
-  target = jax.tree_util.tree_map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-  state, data_stats, restored_step = checkpointing.restore_latest(manager, target)
-  if state is None:
-    state = jax.jit(lambda r: init_state(model, tx, example_inputs, r),
-                    out_shardings=shardings)(jax.random.key(config.seed))
-  else:
-    train_data.stats = data_lib.DataStats(**data_stats)  # Counts of the steps before.
-    logging.info("resumed from step %d (%s)", restored_step, manager.directory)
+  state = restore_or_init(config, model, tx, train_data, mesh, manager)
   start_step = int(state["step"])
 
   # --- The steps.
@@ -225,8 +224,8 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
     return {f"val_{k}": v for k, v in val["ranking"].items()}
 
   # --- The loop.
-  hooks = [periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
-           ] if is_main else []
+  progress = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
+  hooks = [progress] if is_main else []
   history = checkpointing.load_validation_history(workdir, start_step)  # Earlier runs'.
   train_start, step, metrics = time.time(), start_step, None
   logging.info("training steps %d..%d", start_step, config.total_steps)
@@ -262,23 +261,18 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
 
   # --- Final evaluation under every decoder, and the report.
   result = report.final_evaluation(config, source, eval_data, objective, scorer(), label_stats)
-  val = validation_metrics()
+  val = {f"val_{k}": v for k, v in result["validation"]["ranking"].items()}
   history.append({"step": step, **val})
   writer.write_scalars(step, val)
   result.update(
-      config=json.loads(config.to_json_best_effort()),
-      data={"name": info.name, "num_classes": info.num_classes, "max_labels": info.max_labels,
-            "num_train_examples": info.num_train_examples,
-            "mean_train_labels": label_stats.mean_labels_per_example,
-            "stats": {"load": load_stats, "train_batches": train_data.stats.as_dict(),
-                      "eval_batches": eval_data.stats.as_dict()}},
+      config=json.loads(config.to_json_best_effort()), validation_history=history,
+      data=report.data_summary(info, label_stats, load_stats, train_data, eval_data),
       train={"start_step": start_step, "steps": config.total_steps,
              "seconds_this_run": train_seconds, "skipped_updates": int(state["skipped_updates"]),
              "fused_head": use_fused,
              "final_loss": float(metrics["loss"]) if metrics is not None else None,
              "head_bias_init": builders.prior_bias_report(objective),
-             "objective_summary": dict(objective.summary)},
-      validation_history=history)
+             "objective_summary": dict(objective.summary)})
   if is_main:
     report.write_report(workdir, result)
   writer.close()

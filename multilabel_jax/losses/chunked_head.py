@@ -223,3 +223,36 @@ def softplus_and_sigmoid(z, need_sigmoid=True):
     return sp, None
   r = 1.0 / (1.0 + e)
   return sp, jnp.where(z >= 0, r, e * r)
+
+
+# ------------------------------------------------------- per-chunk statistics of the losses
+
+
+def bce_stats_fn(label_ids, keep):
+  """Running (sum softplus(z), sum z, sum of positive z), each ``[B]``."""
+  def fn(carry, z, start, sp_z=None):
+    sp, zs, pos = carry
+    sp_z = softplus_and_sigmoid(z, False)[0] if sp_z is None else sp_z
+    return (sp + jnp.sum(sp_z, 1), zs + jnp.sum(z, 1),
+            pos + gather_positives(z, label_ids, keep, start))
+  return fn
+
+
+def softmax_stats_fn(label_ids, keep):
+  """Online (max, sum exp(z - max), sum of positive z), each ``[B]``."""
+  def fn(carry, z, start):
+    m, s, pos = carry
+    m_new = jnp.maximum(m, jnp.max(z, 1))
+    s = s * jnp.exp(m - m_new) + jnp.sum(jnp.exp(z - m_new[:, None]), 1)
+    return m_new, s, pos + gather_positives(z, label_ids, keep, start)
+  return fn
+
+
+def bce_stats_init(b):
+  """Initial carry of :func:`bce_stats_fn`."""
+  return (jnp.zeros((b,), _F32),) * 3
+
+
+def softmax_stats_init(b):
+  """Initial carry of :func:`softmax_stats_fn`."""
+  return jnp.full((b,), -jnp.inf, _F32), jnp.zeros((b,), _F32), jnp.zeros((b,), _F32)

@@ -65,37 +65,6 @@ from multilabel_jax.losses import chunked_head
 _F32 = jnp.float32
 
 
-# ----------------------------------------------------------------------------- per-chunk math
-
-
-def _bce_stats_fn(label_ids, keep):
-  """Running (sum softplus(z), sum z, sum of positive z), each ``[B]``."""
-  def fn(carry, z, start, sp_z=None):
-    sp, zs, pos = carry
-    sp_z = chunked_head.softplus_and_sigmoid(z, False)[0] if sp_z is None else sp_z
-    return (sp + jnp.sum(sp_z, 1), zs + jnp.sum(z, 1),
-            pos + chunked_head.gather_positives(z, label_ids, keep, start))
-  return fn
-
-
-def _softmax_stats_fn(label_ids, keep):
-  """Online (max, sum exp(z - max), sum of positive z), each ``[B]``."""
-  def fn(carry, z, start):
-    m, s, pos = carry
-    m_new = jnp.maximum(m, jnp.max(z, 1))
-    s = s * jnp.exp(m - m_new) + jnp.sum(jnp.exp(z - m_new[:, None]), 1)
-    return m_new, s, pos + chunked_head.gather_positives(z, label_ids, keep, start)
-  return fn
-
-
-def _zeros3(b):
-  return (jnp.zeros((b,), _F32),) * 3
-
-
-def _softmax_init(b):
-  return jnp.full((b,), -jnp.inf, _F32), jnp.zeros((b,), _F32), jnp.zeros((b,), _F32)
-
-
 # ----------------------------------------------------------------------------- stats primitive
 
 
@@ -114,11 +83,11 @@ def fused_stats(kind, chunk_size, x, kernel, bias, label_ids, keep):
 def _fused_stats_fwd(kind, chunk_size, x, kernel, bias, label_ids, keep):
   b = x.shape[0]
   if kind == "bce":
-    out = chunked_head.stats_pass(x, kernel, bias, chunk_size, _bce_stats_fn(label_ids, keep),
-                                  _zeros3(b))
+    out = chunked_head.stats_pass(x, kernel, bias, chunk_size, chunked_head.bce_stats_fn(label_ids, keep),
+                                  chunked_head.bce_stats_init(b))
   elif kind == "softmax":
     m, s, pos = chunked_head.stats_pass(x, kernel, bias, chunk_size,
-                                        _softmax_stats_fn(label_ids, keep), _softmax_init(b))
+                                        chunked_head.softmax_stats_fn(label_ids, keep), chunked_head.softmax_stats_init(b))
     out = (m + jnp.log(s), pos)
   else:
     raise ValueError(f"Unknown kind {kind!r}.")
@@ -221,7 +190,10 @@ def linear_softmax_xent(x, kernel, bias, label_ids, *, chunk_size: int,
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _reduced(kind, chunk_size, x, kernel, bias, weights, label_ids, keep, ls):
+def reduced_loss(kind, chunk_size, x, kernel, bias, weights, label_ids, keep, ls):
+  """Unchecked core of the ``*_reduced`` losses (``kind`` "bce" or "softmax"): the scalar
+  ``sum_b weights_b * loss_b`` with its gradients from the forward pass; shared with
+  :mod:`sharded_head` (per-shard partial sums)."""
   return _reduced_fwd(kind, chunk_size, x, kernel, bias, weights, label_ids, keep, ls)[0]
 
 
@@ -229,7 +201,7 @@ def _reduced_fwd(kind, chunk_size, x, kernel, bias, weights, label_ids, keep, ls
   b = x.shape[0]
   if kind == "bce":
     # One pass: loss stats and gradients together (3 GEMMs).
-    stats = _bce_stats_fn(label_ids, keep)
+    stats = chunked_head.bce_stats_fn(label_ids, keep)
     pos_coef = weights * (1.0 - ls)
 
     def dz_fn(carry, z, start):
@@ -239,12 +211,12 @@ def _reduced_fwd(kind, chunk_size, x, kernel, bias, weights, label_ids, keep, ls
           dz, label_ids, keep, start, pos_coef)
 
     (sp, zs, pos), dx, dk, db = chunked_head.grad_pass(x, kernel, bias, chunk_size, dz_fn,
-                                                       _zeros3(b))
+                                                       chunked_head.bce_stats_init(b))
     loss = sp - 0.5 * ls * zs - (1.0 - ls) * pos
   else:
     # Pass 1: logsumexp (1 GEMM). Pass 2: logits, dX, dW (3 GEMMs).
     m, s, pos = chunked_head.stats_pass(x, kernel, bias, chunk_size,
-                                        _softmax_stats_fn(label_ids, keep), _softmax_init(b))
+                                        chunked_head.softmax_stats_fn(label_ids, keep), chunked_head.softmax_stats_init(b))
     lse = m + jnp.log(s)
     k = jnp.sum(keep, axis=1)
     w = jnp.where(k > 0, weights, 0.0)
@@ -266,7 +238,7 @@ def _reduced_bwd(kind, chunk_size, res, g):
   return scale(dx), scale(dk), scale(db), g * loss, None, None, None
 
 
-_reduced.defvjp(_reduced_fwd, _reduced_bwd)
+reduced_loss.defvjp(_reduced_fwd, _reduced_bwd)
 
 
 def linear_sigmoid_bce_reduced(x, kernel, bias, label_ids, *, chunk_size: int, weights=None,
@@ -296,7 +268,7 @@ def linear_sigmoid_bce_reduced(x, kernel, bias, label_ids, *, chunk_size: int, w
   chunked_head.check_label_smoothing(label_smoothing)
   weights = chunked_head.check_weights(weights, where, b)
   keep = chunked_head.valid_ids_mask(label_ids, c)
-  return _reduced("bce", chunk_size, x, kernel, bias, weights, label_ids, keep,
+  return reduced_loss("bce", chunk_size, x, kernel, bias, weights, label_ids, keep,
                   jnp.asarray(label_smoothing, _F32))
 
 
@@ -320,5 +292,5 @@ def linear_softmax_xent_reduced(x, kernel, bias, label_ids, *, chunk_size: int, 
   b, _, c = chunked_head.check_head(x, kernel, bias, label_ids, chunk_size)
   weights = chunked_head.check_weights(weights, where, b)
   keep = chunked_head.valid_ids_mask(label_ids, c)
-  return _reduced("softmax", chunk_size, x, kernel, bias, weights, label_ids, keep,
+  return reduced_loss("softmax", chunk_size, x, kernel, bias, weights, label_ids, keep,
                   jnp.zeros((), _F32))

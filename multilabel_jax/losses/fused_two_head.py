@@ -101,7 +101,6 @@ def _chunk_terms(zs, zm, start, consts, weights=None, weight=None):
   ids, keep, keep_active, active, lse, threshold, inv_n = consts
   cand = streaming_top_k.average_k_candidates(zs, lse, ids, keep_active, active, start)
   mined = (cand >= threshold) & (cand >= 0.0)  # Observed pairs and inactive rows are -1.
-  # pylint: disable-next=protected-access
   softplus, sig = chunked_head.softplus_and_sigmoid(zm, weights is not None)
   stats = (chunked_head.gather_positives(zs, ids, keep, start), jnp.sum(softplus, 1),
            chunked_head.gather_positives(zm, ids, keep_active, start)

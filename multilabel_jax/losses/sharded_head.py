@@ -166,9 +166,9 @@ def _softmax_reduced_local(axis_name, chunk_size, x, kernel, bias, weights, ids,
 def _softmax_reduced_local_fwd(axis_name, chunk_size, x, kernel, bias, weights, ids, keep):
   # Pass 1: shard logsumexp -> global logsumexp. Pass 2: local logits, dX partial, dW shard.
   b = x.shape[0]
-  stats = fused._softmax_stats_fn(ids, keep)  # pylint: disable=protected-access
+  stats = chunked_head.softmax_stats_fn(ids, keep)
   m, s, pos = chunked_head.stats_pass(x, kernel, bias, chunk_size, stats,
-                                      fused._softmax_init(b))  # pylint: disable=protected-access
+                                      chunked_head.softmax_stats_init(b))
   lse = _global_lse(m + jnp.log(s), axis_name)
   pos = lax.psum(pos, axis_name)
   k = jnp.sum(keep, axis=1)
@@ -210,7 +210,7 @@ def _reduced(kind, x, kernel, bias, label_ids, weights, where, label_smoothing, 
     ids = ids - _offset(kernel, axis_name)
     if kind == "bce":
       # The BCE separates over classes: per-shard partial sums, one psum.
-      part = fused._reduced("bce", chunk_size, x, kernel, bias,  # pylint: disable=protected-access
+      part = fused.reduced_loss("bce", chunk_size, x, kernel, bias,
                             _varying(weights, axis_name, batch_axis), ids, keep, ls)
       total = lax.psum(part, axis_name)
     else:

@@ -229,7 +229,8 @@ class ExactAveragePrecision:
     self._pooled_added = False
     self._finished = True
 
-  def _require(self, what: str):
+  def require_pass_two(self, what: str):
+    """Raises ValueError naming `what` unless pass one is finished."""
     if not self._finished:
       raise ValueError(f"{what} needs finish_pass_one() first (pass 1 is not finished).")
 
@@ -239,7 +240,7 @@ class ExactAveragePrecision:
   num_positives = property(lambda self: int(self._get("num_positives", "_scores").shape[0]))
 
   def _get(self, name: str, attr: str):
-    self._require(name)
+    self.require_pass_two(name)
     return getattr(self, attr)
 
   # ------------------------------------------------------------------------ pass 2
@@ -250,7 +251,7 @@ class ExactAveragePrecision:
     A last block padded to the block size may be passed whole: entries past
     ``num_positives`` are dropped.
     """
-    self._require("add_column_counts()")
+    self.require_pass_two("add_column_counts()")
     count_ge = np.asarray(count_ge)
     max_below = np.asarray(max_below, np.float32)
     if count_ge.ndim != 1 or max_below.shape != count_ge.shape:
@@ -266,7 +267,7 @@ class ExactAveragePrecision:
 
   def add_pooled_counts(self, hist, bin_max) -> None:
     """Adds :func:`pooled_counts` of one (batch, class chunk)."""
-    self._require("add_pooled_counts()")
+    self.require_pass_two("add_pooled_counts()")
     hist, bin_max = np.asarray(hist), np.asarray(bin_max, np.float32)
     size = self.num_positives + 1
     for name, x in (("hist", hist), ("bin_max", bin_max)):
@@ -281,7 +282,7 @@ class ExactAveragePrecision:
 
   def _macro_terms(self):
     """Per positive (CSR order): TP and FP at its score, index of the end of its tie group."""
-    self._require("per-class results")
+    self.require_pass_two("per-class results")
     if self.num_positives and not self._visits.any():
       raise ValueError("per-class results need add_column_counts() (pass 2) first.")
     if self._visits.size and self._visits.min() != self._visits.max():
@@ -294,7 +295,7 @@ class ExactAveragePrecision:
 
   def _micro_terms(self):
     """Per pooled positive (ascending): TP and FP at its score, first index of its tie group."""
-    self._require("micro results")
+    self.require_pass_two("micro results")
     if not self._pooled_added:
       raise ValueError("micro results need add_pooled_counts() (pass 2) first.")
     p = self.num_positives
@@ -321,7 +322,7 @@ class ExactAveragePrecision:
 
     A mean whose pass-2 counts were never added, or that has no positive, is NaN.
     """
-    self._require("compute()")
+    self.require_pass_two("compute()")
     macro = micro = float("nan")
     has_pos = self._counts > 0
     if has_pos.any() and self._visits.any():
@@ -448,7 +449,7 @@ def update_dense(ap: ExactAveragePrecision, scores, labels, mask=None, *,
     mask: optional bool ``[B]``.
     block: positives per :func:`column_counts` block (bounds memory at ``B * block``).
   """
-  ap._require("update_dense()")  # pylint: disable=protected-access
+  ap.require_pass_two("update_dense()")
   scores = _check_scores(scores, "scores")
   b, c = scores.shape
   if c != ap.num_classes:
