@@ -197,5 +197,8 @@ def table(header: List[str], rows: List[List[str]]) -> List[str]:
 
 def map_bracket(report) -> float:
   """The guaranteed error of a run's mAP: its histogram bracket for runs stored before mAP
-  became exact (``map_error``), 0 for exact runs."""
-  return report["test"]["ranking"].get("map_error", 0.0)
+  became exact (``map_error``), 0 for exact runs, NaN for runs without mAP."""
+  ranking_ = report["test"]["ranking"]
+  if "map" not in ranking_:
+    return float("nan")
+  return ranking_.get("map_error", 0.0)
