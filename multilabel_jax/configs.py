@@ -2,19 +2,25 @@
 
 Experiment files in ``experiments/`` start from :func:`base_config` and override fields.
 :func:`validate` rejects unknown keys (with a suggestion), wrong types and inconsistent
-combinations; ``data.options``, ``objective_options`` and ``model_options`` are free-form
-and are checked by the data source, objective and model builders.
+combinations. ``data.options``, ``objective_options`` and ``model_options`` are free-form:
+their keys are those that the configured data source, objective and model take
+(:func:`accepted_options`), and :func:`validate` rejects any other key the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import inspect
 import json
 import pathlib
+from typing import Any, Dict, Iterable, Optional
 
 import ml_collections
 
 FREE_FORM = ("data.options", "objective_options", "model_options")
+# Encoder fields that model_options cannot set: flax's own, and the dtype (`config.dtype`).
+_NOT_MODEL_OPTIONS = ("parent", "name", "dtype")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -79,26 +85,160 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _flatten(cfg, prefix=""):
+def flatten(cfg, prefix="") -> Dict[str, Any]:
+  """``{"optimizer.lr": 1e-3, ...}``: every field by its dotted path; the free-form dicts
+  (:data:`FREE_FORM`) are single entries."""
   out = {}
   for key, value in cfg.items():
     path = f"{prefix}{key}"
     if isinstance(value, ml_collections.ConfigDict) and path not in FREE_FORM:
-      out.update(_flatten(value, path + "."))
+      out.update(flatten(value, path + "."))
     else:
       out[path] = value
   return out
 
 
+def _initials(name: str) -> str:
+  return "".join(word[0] for word in name.split("_") if word)
+
+
+def closest_key(path: str, known: Iterable[str]) -> Optional[str]:
+  """The key of ``known`` that ``path`` most likely meant, or None.
+
+  First a key beside it (same parent) that it abbreviates or that abbreviates it
+  (``learning_rate`` -> ``lr``), then the closest name beside it, then the closest path.
+  """
+  known = list(known)
+  parent, _, leaf = path.rpartition(".")
+  siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+  for name, key in siblings.items():
+    if len(name) > 1 and len(leaf) > 1 and name != leaf and (
+        _initials(leaf) == name or _initials(name) == leaf):
+      return key
+  close = difflib.get_close_matches(leaf, list(siblings), n=1)
+  if close:
+    return siblings[close[0]]
+  close = difflib.get_close_matches(path, known, n=1)
+  return close[0] if close else None
+
+
+def unknown_key_message(path: str, known: Iterable[str]) -> str:
+  """``unknown config key `config.PATH`; did you mean `config.HINT`?`` (the hint:
+  :func:`closest_key` of ``known``, when there is one)."""
+  hint = closest_key(path, known)
+  return (f"unknown config key `config.{path}`"
+          + (f"; did you mean `config.{hint}`?" if hint else "."))
+
+
+def _owner(config, path: str) -> str:
+  return {"data.options": f"data source {config.data.name!r}",
+          "objective_options": f"objective {config.objective!r}",
+          "model_options": f"model {config.model!r}"}[path]
+
+
+def _defaults(fn, skip=()) -> Optional[Dict[str, Any]]:
+  """``{parameter: default}`` of a function or dataclass (None: no default); None if it
+  takes ``**kwargs``."""
+  if dataclasses.is_dataclass(fn):
+    out = {}
+    for f in dataclasses.fields(fn):
+      if f.name in skip:
+        continue
+      if f.default is not dataclasses.MISSING:
+        out[f.name] = f.default
+      elif f.default_factory is not dataclasses.MISSING:
+        out[f.name] = f.default_factory()
+      else:
+        out[f.name] = None
+    return out
+  params = inspect.signature(fn).parameters
+  if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+    return None
+  return {k: None if p.default is p.empty else p.default for k, p in params.items()
+          if k not in skip}
+
+
+def _model_options(name: str) -> Optional[Dict[str, Any]]:
+  # pylint: disable=g-import-not-at-top
+  from multilabel_jax import models
+  from multilabel_jax.models import bow, mlp, resnet, vit
+  if name == "mlp":
+    encoder = mlp.MlpEncoder
+  elif name == "bow":
+    encoder = bow.BowEncoder
+  elif name in resnet.VARIANTS:
+    encoder = resnet.ResNet  # get_resnet sets block and stage_sizes unless given.
+  elif name.partition("/")[0] in vit.VARIANTS:
+    encoder = vit.ViT        # get_vit sets width, depth, mlp_dim, num_heads unless given.
+  else:
+    return None  # builders.build_model names the models.
+  out = _defaults(encoder, skip=_NOT_MODEL_OPTIONS)
+  # get_model's own keywords (head_dtype), but those builders.build_model sets.
+  params = inspect.signature(models.get_model).parameters
+  out.update({k: p.default for k, p in params.items()
+              if p.kind == p.KEYWORD_ONLY and k not in ("dtype", "partition_heads")})
+  return out
+
+
+def accepted_options(config: ml_collections.ConfigDict, path: str) -> Optional[Dict[str, Any]]:
+  """The keys the free-form dict ``path`` (one of :data:`FREE_FORM`) takes under ``config``:
+  ``{key: default}`` (None where there is no default) from the signature of the data
+  source (``config.data.name``), the objective's builder (``config.objective``) or the
+  model's encoder (``config.model``). None: any key (a name the builders will reject, or a
+  builder that takes ``**kwargs``).
+  """
+  # pylint: disable=g-import-not-at-top
+  if path == "data.options":
+    from multilabel_jax import data
+    try:
+      return data.accepted_options(config.data.name)
+    except ValueError:
+      return None  # An unknown source: builders.build_source names the sources.
+  if path == "objective_options":
+    from multilabel_jax import losses
+    if config.objective not in losses.OBJECTIVES:
+      return None
+    defaults = _defaults(losses.OBJECTIVES[config.objective])
+    if defaults is None:
+      return None
+    return {k: defaults[k] for k in losses.accepted_options(config.objective)}
+  if path == "model_options":
+    return _model_options(config.model)
+  raise ValueError(f"`{path}` is not a free-form dict; those are {FREE_FORM}.")
+
+
+def unknown_option_message(config, path: str, unknown, accepted) -> str:
+  """The error for keys of the free-form dict ``path`` that its reader does not take."""
+  unknown = sorted(unknown)
+  head = unknown_key_message(f"{path}.{unknown[0]}", [f"{path}.{k}" for k in accepted])
+  takes = (f"`config.{path}` accepts {list(accepted)}" if accepted
+           else f"`config.{path}` takes no keys for it")
+  return f"{head} {_owner(config, path)} does not take option(s) {unknown}; {takes}."
+
+
+def _check_free_form(config) -> None:
+  for path in FREE_FORM:
+    accepted = accepted_options(config, path)
+    if accepted is None:
+      continue
+    given = config
+    for part in path.split("."):
+      given = given[part]
+    unknown = set(given) - set(accepted)
+    if unknown:
+      raise ValueError(unknown_option_message(config, path, unknown, accepted))
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the first unknown key, wrong type or bad value."""
-  defaults = _flatten(base_config())
-  given = _flatten(config)
+  """Raises ValueError naming the first unknown key, wrong type or bad value.
+
+  Keys of the free-form dicts are checked against :func:`accepted_options`.
+  """
+  defaults = flatten(base_config())
+  given = flatten(config)
   for path, value in given.items():
     if path not in defaults:
-      hint = difflib.get_close_matches(path, defaults, n=1)
-      raise ValueError(f"unknown config key `config.{path}`"
-                       + (f"; did you mean `config.{hint[0]}`?" if hint else "."))
+      raise ValueError(unknown_key_message(path, defaults))
     want = defaults[path]
     if isinstance(want, ml_collections.ConfigDict):
       if not isinstance(value, (ml_collections.ConfigDict, dict)):
@@ -117,6 +257,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                "keep_checkpoints", "mesh.classes"):
     if given[path] < 1:
       raise ValueError(f"`config.{path}` must be >= 1, got {given[path]}.")
+  _check_free_form(config)
 
 
 def stored_config_path(workdir) -> pathlib.Path:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from typing import Any, Dict, Optional
 
 from multilabel_jax.data.base import DatasetInfo, DataStats, InputSpec, Source
 from multilabel_jax.data.pipeline import InputPipeline, LabelStats
@@ -22,45 +23,84 @@ from multilabel_jax.data.pipeline import InputPipeline, LabelStats
 SOURCES = ("hashtag_world", "debtags", "jsonl", "xmc", "tfds")
 
 
-def _check_options(name, fn, options):
-  """ValueError naming unknown options (instead of a TypeError deep inside)."""
+def _option_target(name):
+  """What the options of source ``name`` are checked against (a dataclass or a function)."""
+  # pylint: disable=g-import-not-at-top
+  if name == "hashtag_world":
+    from multilabel_jax.data import hashtag_world
+    return hashtag_world.HashtagWorld.__init__
+  if name in ("debtags", "jsonl"):
+    from multilabel_jax.data import jsonl
+    return jsonl.JsonlConfig
+  if name == "xmc":
+    from multilabel_jax.data import xmc
+    return xmc.XmcConfig
+  if name == "tfds":
+    from multilabel_jax.data import tfds_sources
+    return tfds_sources.TfdsSource.__init__
+  raise ValueError(f"unknown data source {name!r}; choose one of {list(SOURCES)}.")
+
+
+def accepted_options(name: str) -> Optional[Dict[str, Any]]:
+  """``{option: default}`` that :func:`get_source` accepts for ``name`` (None for a required
+  option); None if the source takes any option.
+
+  Raises:
+    ValueError: ``name`` is not a source.
+  """
+  fn = _option_target(name)
   if dataclasses.is_dataclass(fn):
-    accepted = [f.name for f in dataclasses.fields(fn)]
-  else:
-    params = inspect.signature(fn).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-      return
-    accepted = [p for p in params if p != "self"]
+    out = {}
+    for f in dataclasses.fields(fn):
+      if f.default is not dataclasses.MISSING:
+        out[f.name] = f.default
+      elif f.default_factory is not dataclasses.MISSING:
+        out[f.name] = f.default_factory()
+      else:
+        out[f.name] = None
+    return out
+  params = inspect.signature(fn).parameters
+  if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+    return None
+  return {k: None if p.default is p.empty else p.default for k, p in params.items()
+          if k != "self"}
+
+
+def _check_options(name, options):
+  """ValueError naming unknown options (instead of a TypeError deep inside)."""
+  accepted = accepted_options(name)
+  if accepted is None:
+    return
   unknown = sorted(set(options) - set(accepted))
   if unknown:
     raise ValueError(f"data source {name!r} does not take option(s) {unknown}; "
-                     f"it accepts {accepted}.")
+                     f"it accepts {list(accepted)}.")
 
 
 def get_source(name: str, /, **options) -> Source:
   """Builds the data source ``name`` with its options (e.g. from ``config.data.options``)."""
   if name == "hashtag_world":
     from multilabel_jax.data import hashtag_world  # pylint: disable=g-import-not-at-top
-    _check_options(name, hashtag_world.HashtagWorld.__init__, options)
+    _check_options(name, options)
     return hashtag_world.HashtagWorld(**options)
   if name == "debtags":
-    from multilabel_jax.data import debtags, jsonl  # pylint: disable=g-import-not-at-top
-    _check_options(name, jsonl.JsonlConfig, options)
+    from multilabel_jax.data import debtags  # pylint: disable=g-import-not-at-top
+    _check_options(name, options)
     return debtags.load_debtags(**options)
   if name == "jsonl":
     from multilabel_jax.data import jsonl  # pylint: disable=g-import-not-at-top
-    _check_options(name, jsonl.JsonlConfig, options)
+    _check_options(name, options)
     return jsonl.load_jsonl(jsonl.JsonlConfig(**options))
   if name == "xmc":
     from multilabel_jax.data import xmc  # pylint: disable=g-import-not-at-top
-    _check_options(name, xmc.XmcConfig, options)
+    _check_options(name, options)
     return xmc.load_xmc(xmc.XmcConfig(**options))
   if name == "tfds":
     from multilabel_jax.data import tfds_sources  # pylint: disable=g-import-not-at-top
-    _check_options(name, tfds_sources.TfdsSource.__init__, options)
+    _check_options(name, options)
     return tfds_sources.TfdsSource(**options)
   raise ValueError(f"unknown data source {name!r}; choose one of {list(SOURCES)}.")
 
 
 __all__ = ["DatasetInfo", "DataStats", "InputPipeline", "InputSpec", "LabelStats", "SOURCES",
-           "Source", "get_source"]
+           "Source", "accepted_options", "get_source"]
