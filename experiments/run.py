@@ -102,6 +102,8 @@ def load_config(value: str) -> config_dict.ConfigDict:
     raise ValueError(f"--config: no config file {path!r} (neither a path nor a file in "
                      f"{EXPERIMENTS}).")
   spec = importlib.util.spec_from_file_location("experiment_config", path)
+  if spec is None:
+    raise ValueError(f"--config: {path!r} is not a Python file with a get_config().")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   try:
@@ -200,6 +202,8 @@ def _set_field(config, override: Override, append: bool) -> None:
     value = tuple(fields[path]) + value
   parent, _, key = path.rpartition(".")
   _node(config, parent)[key] = value
+  if isinstance(value, dict) and config.is_locked:
+    _node(config, path).lock()  # A free-form dict given whole comes unlocked.
 
 
 def _set_option(config, free_form: str, override: Override, append: bool) -> None:
@@ -244,7 +248,6 @@ def apply_overrides(config: config_dict.ConfigDict, overrides: List[Override]) -
     else:
       _set_field(config, override, override.path in seen)
     seen.add(override.path)
-  config.lock()  # A replaced free-form dict comes unlocked.
 
 
 # The command line.
@@ -294,13 +297,17 @@ def build_config(argv: List[str]) -> Tuple[List[str], Optional[config_dict.Confi
   None when argv asks for help.
 
   Raises:
-    ValueError: no ``--config``, a config file that does not load, an unknown key, a value
-      of the wrong type, or a config that :func:`configs.validate` rejects.
+    ValueError: an unknown key, a value of the wrong type, no ``--config``, a config file
+      that does not load, or a config that :func:`configs.validate` rejects.
   """
   rest, config_value, overrides = split_argv(argv)
   if any(_is_help(a) for a in rest[1:]):
     return rest, None
   if config_value is None:
+    # Without a config, the fields still check: a key no config has is named first.
+    base = configs.base_config()
+    base.lock()
+    apply_overrides(base, [o for o in overrides if not _free_form_of(o.path)])
     raise ValueError("--config=FILE[:ARG] is required (e.g. "
                      "--config=hashtag_pretrain.py:runlocal).")
   config = load_config(config_value)

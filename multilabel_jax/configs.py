@@ -106,7 +106,8 @@ def closest_key(path: str, known: Iterable[str]) -> Optional[str]:
   """The key of ``known`` that ``path`` most likely meant, or None.
 
   First a key beside it (same parent) that it abbreviates or that abbreviates it
-  (``learning_rate`` -> ``lr``), then the closest name beside it, then the closest path.
+  (``learning_rate`` -> ``lr``), then the closest name beside it, then the closest path
+  under another parent (``data.option.path`` -> ``data.options.path``).
   """
   known = list(known)
   parent, _, leaf = path.rpartition(".")
@@ -118,7 +119,8 @@ def closest_key(path: str, known: Iterable[str]) -> Optional[str]:
   close = difflib.get_close_matches(leaf, list(siblings), n=1)
   if close:
     return siblings[close[0]]
-  close = difflib.get_close_matches(path, known, n=1)
+  elsewhere = [k for k in known if k.rpartition(".")[0] != parent]  # A typo in the parent.
+  close = difflib.get_close_matches(path, elsewhere, n=1)
   return close[0] if close else None
 
 

@@ -203,7 +203,7 @@ def test_cli_bare_name_path_arg_and_overrides(tmp_path):
   assert json.loads((tmp_path / "w" / "config.json").read_text())["total_steps"] == 3
   bad = subprocess.run(cmd[:3] + ["--config.no_such_key=1"], cwd=REPO, capture_output=True,
                        text=True, timeout=600)
-  assert bad.returncode != 0 and "no_such_key" in bad.stderr
+  assert bad.returncode == 2 and "error: unknown config key `config.no_such_key`.\n" in bad.stderr
 
 
 def test_config_path_resolution():
