@@ -48,6 +48,8 @@ def test_every_objective_runs_end_to_end(tmp_path, loss):
     assert "by_count" in report["test"]["decoders"]
   if loss == "embedding":
     assert "nearest_1" in report["test"]["decoders"]
+    diag = report["train"]["objective_summary"]["embeddings"]
+    assert diag["num_zero"] == 0 and diag["num_seen"] > 0  # Every seen label has a vector.
 
 
 @pytest.mark.parametrize("loss", ["sigmoid", "two_head"])

@@ -18,8 +18,9 @@ from multilabel_jax.losses.sharded_head import (sharded_linear_sigmoid_bce,
                                                 sharded_linear_softmax_xent_reduced,
                                                 sharded_linear_top_k)
 from multilabel_jax.losses.streaming_top_k import linear_average_k_threshold, linear_top_k
-from multilabel_jax.losses.embedding import (embedding_scores, label_embedding_cosine,
-                                             pmi_label_embeddings, pmi_matrix)
+from multilabel_jax.losses.embedding import (embedding_diagnostics, embedding_scores,
+                                             label_embedding_cosine, pmi_label_embeddings,
+                                             pmi_matrix)
 from multilabel_jax.losses.fused_heads import FusedHead
 from multilabel_jax.losses.objectives import (OBJECTIVES, HeadOutput, Objective, TrainingData,
                                               accepted_options, get_objective,

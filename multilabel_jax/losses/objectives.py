@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from multilabel_jax import labels as labels_lib
+from multilabel_jax import metrics as metrics_lib
 from multilabel_jax.losses import (count, decoders, embedding, fused_heads, sigmoid, softmax,
                                    two_head, zlpr)
 
@@ -279,15 +280,22 @@ def embedding_objective(num_classes, *, embeddings=None, dim=64, smoothing=1.0, 
   """Cosine regression onto PMI label embeddings (Chollet 2016); decode nearest labels.
 
   ``embeddings`` is ``[C, d]``; by default it is built from the training labels
-  (``data.label_ids()``) with ``pmi_label_embeddings(..., dim, smoothing=smoothing)``. No
-  fused form: the head is ``d`` wide, the ``[B, C]`` cosines only appear in evaluation.
+  (``data.label_ids()``) with ``pmi_label_embeddings(..., dim, smoothing=smoothing)``, and
+  ``summary["embeddings"]`` (in the run report) says how many labels got a degenerate
+  embedding and their share of label occurrences (:func:`embedding.embedding_diagnostics`).
+  No fused form: the head is ``d`` wide, the ``[B, C]`` cosines only appear in evaluation.
   """
+  summary = {}
+  if data is not None:
+    train_ids = data.label_ids()
+    if embeddings is None:
+      embeddings = embedding.pmi_label_embeddings(train_ids, num_classes, min(dim, num_classes),
+                                                  smoothing=smoothing)
+    counts = np.asarray(metrics_lib.label_counts(train_ids, num_classes))
+    summary["embeddings"] = embedding.embedding_diagnostics(np.asarray(embeddings), counts)
   if embeddings is None:
-    if data is None:
-      raise ValueError("objective 'embedding' needs `embeddings` [C, d] or the training "
-                       "labels (`data`) to build them from.")
-    embeddings = embedding.pmi_label_embeddings(data.label_ids(), num_classes,
-                                                min(dim, num_classes), smoothing=smoothing)
+    raise ValueError("objective 'embedding' needs `embeddings` [C, d] or the training "
+                     "labels (`data`) to build them from.")
   table = jnp.asarray(embeddings, jnp.float32)
   if table.ndim != 2 or table.shape[0] != num_classes:
     raise ValueError(f"`embeddings` must have shape ({num_classes}, d), got {table.shape}.")
@@ -297,7 +305,7 @@ def embedding_objective(num_classes, *, embeddings=None, dim=64, smoothing=1.0, 
       scores_fn=lambda o: embedding.embedding_scores(o["embedding"], table),
       decoder="nearest", decoder_params={"k": k}, empty_rows_masked=True,
       options={"k": k, "dim": table.shape[1], "smoothing": smoothing},
-      fixed_threshold=None, top_k_prefix="nearest")
+      fixed_threshold=None, top_k_prefix="nearest", summary=summary)
 
 
 OBJECTIVES: dict[str, Callable[..., Objective]] = {
