@@ -237,7 +237,7 @@ def test_pmi_embeddings_truncated_svd_path_agrees_with_dense():
   s_dense = np.linalg.svd(m.toarray(), compute_uv=False)[:8]
   s_sparse = scipy.sparse.linalg.svds(m, k=8, return_singular_vectors=False)
   np.testing.assert_allclose(np.sort(s_sparse)[::-1], s_dense, rtol=1e-6)
-  # Same embeddings (signs are fixed the same way); (old behaviour: labels outside the top-8 subspace were 0; they now get a label-specific part).
+  # Same embeddings (signs are fixed the same way).
   nonzero = np.linalg.norm(e_dense, axis=1) > 0
   np.testing.assert_array_equal(np.linalg.norm(e_sparse, axis=1) > 0, nonzero)
   assert nonzero.sum() > 8
