@@ -9,7 +9,6 @@ their keys are those that the configured data source, objective and model take
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import inspect
 import json
@@ -17,6 +16,8 @@ import pathlib
 from typing import Any, Dict, Iterable, Optional
 
 import ml_collections
+
+from multilabel_jax import signatures
 
 FREE_FORM = ("data.options", "objective_options", "model_options")
 # Encoder fields that model_options cannot set: flax's own, and the dtype (`config.dtype`).
@@ -138,28 +139,6 @@ def _owner(config, path: str) -> str:
           "model_options": f"model {config.model!r}"}[path]
 
 
-def _defaults(fn, skip=()) -> Optional[Dict[str, Any]]:
-  """``{parameter: default}`` of a function or dataclass (None: no default); None if it
-  takes ``**kwargs``."""
-  if dataclasses.is_dataclass(fn):
-    out = {}
-    for f in dataclasses.fields(fn):
-      if f.name in skip:
-        continue
-      if f.default is not dataclasses.MISSING:
-        out[f.name] = f.default
-      elif f.default_factory is not dataclasses.MISSING:
-        out[f.name] = f.default_factory()
-      else:
-        out[f.name] = None
-    return out
-  params = inspect.signature(fn).parameters
-  if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-    return None
-  return {k: None if p.default is p.empty else p.default for k, p in params.items()
-          if k not in skip}
-
-
 def _model_options(name: str) -> Optional[Dict[str, Any]]:
   # pylint: disable=g-import-not-at-top
   from multilabel_jax import models
@@ -174,7 +153,7 @@ def _model_options(name: str) -> Optional[Dict[str, Any]]:
     encoder = vit.ViT        # get_vit sets width, depth, mlp_dim, num_heads unless given.
   else:
     return None  # builders.build_model names the models.
-  out = _defaults(encoder, skip=_NOT_MODEL_OPTIONS)
+  out = signatures.defaults_of(encoder, skip=_NOT_MODEL_OPTIONS)
   # get_model's own keywords (head_dtype), but those builders.build_model sets.
   params = inspect.signature(models.get_model).parameters
   out.update({k: p.default for k, p in params.items()
@@ -200,7 +179,7 @@ def accepted_options(config: ml_collections.ConfigDict, path: str) -> Optional[D
     from multilabel_jax import losses
     if config.objective not in losses.OBJECTIVES:
       return None
-    defaults = _defaults(losses.OBJECTIVES[config.objective])
+    defaults = signatures.defaults_of(losses.OBJECTIVES[config.objective])
     if defaults is None:
       return None
     return {k: defaults[k] for k in losses.accepted_options(config.objective)}

@@ -13,10 +13,9 @@ tfds            :class:`tfds_sources.TfdsSource` (voc, coco, open_images, ...)
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 from typing import Any, Dict, Optional
 
+from multilabel_jax import signatures
 from multilabel_jax.data.base import DatasetInfo, DataStats, InputSpec, Source
 from multilabel_jax.data.pipeline import InputPipeline, LabelStats
 
@@ -48,22 +47,7 @@ def accepted_options(name: str) -> Optional[Dict[str, Any]]:
   Raises:
     ValueError: ``name`` is not a source.
   """
-  fn = _option_target(name)
-  if dataclasses.is_dataclass(fn):
-    out = {}
-    for f in dataclasses.fields(fn):
-      if f.default is not dataclasses.MISSING:
-        out[f.name] = f.default
-      elif f.default_factory is not dataclasses.MISSING:
-        out[f.name] = f.default_factory()
-      else:
-        out[f.name] = None
-    return out
-  params = inspect.signature(fn).parameters
-  if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-    return None
-  return {k: None if p.default is p.empty else p.default for k, p in params.items()
-          if k != "self"}
+  return signatures.defaults_of(_option_target(name), skip=("self",))
 
 
 def _check_options(name, options):
