@@ -91,7 +91,8 @@ def dense_pass_one(scores, counts, label_ids, r: int, thresholds, class_threshol
 
 
 def _fused_threshold_stats(head, x, heads, outputs, thresholds, class_thresholds, r, opts):
-  """:func:`threshold_stats` over every class chunk of a fused head."""
+  """:func:`threshold_stats` over every class chunk of a fused head (``opts``: chunk size,
+  mesh and the row stats)."""
   b = x.shape[0]
   init = [jnp.zeros((b, thresholds.shape[0]), jnp.int32), None, None]
   if class_thresholds is not None:
@@ -139,6 +140,7 @@ def eval_fns(model, objective, *, r: int, use_fused: bool, chunk_size: int, mesh
                             thresholds, class_thresholds)
     x, heads = fused_inputs(state, outputs)
     opts = dict(chunk_size=chunk_size, mesh=mesh)
+    opts["stats"] = fused_heads.row_stats(head, x, heads, outputs, **opts)  # Computed once.
     values, ids = fused_heads.top_scores(head, x, heads, outputs, r, **opts)
     at = fused_heads.scores_at(head, x, heads, outputs, batch["label_ids"], **opts)
     above, margin, class_above = _fused_threshold_stats(head, x, heads, outputs, thresholds,
@@ -154,6 +156,7 @@ def eval_fns(model, objective, *, r: int, use_fused: bool, chunk_size: int, mesh
                             pooled)
     x, heads = fused_inputs(state, outputs)
     opts = dict(chunk_size=chunk_size, mesh=mesh)
+    opts["stats"] = fused_heads.row_stats(head, x, heads, outputs, **opts)
     cols = fused_heads.scores_at(head, x, heads, outputs, classes, **opts)
     count_ge, max_below = ap_lib.column_counts(cols, thresholds, classes, label_ids, mask)
 

@@ -218,3 +218,128 @@ def test_read_labels_fast_path_and_ml_collections_config():
   np.testing.assert_array_equal(src.read_labels("train", idx),
                                 src.read("train", idx)["label_ids"])
   np.testing.assert_array_equal(src.read_labels("train", idx), [[1, 3, -1], [1, 2, 4]])
+
+
+# Input that would leave nothing to train on: an error naming the file, the line and the
+# field, strict or not.
+
+_ROWS = [{"id": f"r{i}", "title": f"word{i % 3} text", "tags": ["a", "b"][:1 + i % 2]}
+         for i in range(12)]
+
+
+def _plain(path, **kw):
+  return jsonl.JsonlConfig(path=str(path), text_fields=("title",), **kw)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_label_field_absent_on_every_line_names_file_line_and_field(tmp_path, strict):
+  path = _write(tmp_path, [{k: v for k, v in r.items() if k != "tags"} for r in _ROWS])
+  message = (rf"{path}:1: label field 'tags' is absent on every line of {path} \(12 lines; "
+             r"this one has keys 'id', 'title'\); set `label_field`" if not strict else
+             rf"{path}:1: malformed line: no label field 'tags' \(the line has keys 'id', "
+             r"'title'\)\.")
+  with pytest.raises(ValueError, match=message):
+    jsonl.load_jsonl(_plain(path, strict=strict))
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_text_field_absent_on_every_line_names_file_line_and_field(tmp_path, strict):
+  path = _write(tmp_path, ["", *[{"id": r["id"], "body": r["title"], "tags": r["tags"]}
+                                 for r in _ROWS]])
+  with pytest.raises(ValueError, match=(
+      rf"{path}:2: no line of {path} has any of text_fields \['title'\] or token_fields "
+      r"\[\] \(this line has keys 'body', 'id', 'tags'\); set them")):
+    jsonl.load_jsonl(_plain(path, strict=strict))
+
+
+def test_one_named_field_absent_on_every_line_is_a_warning(tmp_path, caplog):
+  path = _write(tmp_path, _ROWS)
+  with caplog.at_level("WARNING"):
+    src = jsonl.load_jsonl(jsonl.JsonlConfig(path=str(path), text_fields=("title", "bdy"),
+                                             token_fields=("lang",)))
+  assert src.info.num_classes == 2
+  warned = [r.getMessage() for r in caplog.records]
+  assert f"{path}:1: text field 'bdy' is absent on every line of {path}" in warned[0]
+  assert f"{path}:1: token field 'lang' is absent on every line" in warned[1]
+  caplog.clear()
+  jsonl.load_jsonl(jsonl.JsonlConfig(path=str(path)))  # Default text_fields: no warning.
+  assert not caplog.records
+
+
+@pytest.mark.parametrize("bad, shown", [
+    ([1.5, "a"], r"item 0 is 1.5 \(float\)"),
+    (["a", ["b", "c"]], r"item 1 is \['b', 'c'\] \(list\)"),
+    ([{"name": "a"}], r"item 0 is \{'name': 'a'\} \(dict\)"),
+    ([True], r"item 0 is True \(bool\)"),
+    ([None], r"item 0 is None \(NoneType\)"),
+])
+def test_labels_that_are_not_strings(tmp_path, bad, shown):
+  field = r"label field 'tags' must be a list of strings \(or integers\), but "
+  rows = [dict(r, tags=bad) if i in (3, 7) else r for i, r in enumerate(_ROWS)]
+  path = _write(tmp_path, rows)
+  with pytest.raises(ValueError, match=rf"{path}:4: malformed line: {field}{shown}\.$"):
+    jsonl.load_jsonl(_plain(path, strict=True))
+  src = jsonl.load_jsonl(_plain(path))  # A few bad lines among good ones: counted.
+  assert src.info.stats.malformed_lines == 2
+  assert sum(src.num_examples(s) for s in src.splits) == 10
+  every = _write(tmp_path, [dict(r, tags=bad) for r in _ROWS], "every.jsonl")
+  with pytest.raises(ValueError, match=(rf"{every}:1: malformed line: {field}.*; all 12 lines "
+                                        rf"of {every} are malformed, so there is nothing")):
+    jsonl.load_jsonl(_plain(every))
+
+
+def test_integer_labels_are_names_not_errors(tmp_path):
+  path = _write(tmp_path, [dict(r, tags=[7, 3][:1 + i % 2]) for i, r in enumerate(_ROWS)])
+  assert jsonl.load_jsonl(_plain(path, strict=True)).info.class_names == ["3", "7"]
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("content", ["", "\n  \n\n"])
+def test_empty_file_names_the_file(tmp_path, strict, content):
+  path = tmp_path / "empty.jsonl"
+  path.write_text(content)
+  with pytest.raises(ValueError, match=rf"^{path}: the file is empty \(no JSON lines\)"):
+    jsonl.load_jsonl(_plain(path, strict=strict))
+  gz = tmp_path / "empty.jsonl.gz"
+  gz.write_bytes(gzip.compress(content.encode()))
+  with pytest.raises(ValueError, match=rf"^{gz}: the file is empty"):
+    jsonl.load_jsonl(_plain(gz, strict=strict))
+
+
+def test_empty_split_file_names_that_file(tmp_path):
+  train = _write(tmp_path, _ROWS, "train.jsonl")
+  test = tmp_path / "test.jsonl"
+  test.write_text("")
+  with pytest.raises(ValueError, match=rf"^{test}: the file is empty"):
+    jsonl.load_jsonl(jsonl.JsonlConfig(split="files", files={"train": str(train),
+                                                             "test": str(test)},
+                                       text_fields=("title",)))
+
+
+def test_every_line_malformed_for_other_reasons_names_the_first(tmp_path):
+  no_id = _write(tmp_path, [{k: v for k, v in r.items() if k != "id"} for r in _ROWS])
+  with pytest.raises(ValueError, match=(rf"{no_id}:1: malformed line: no hash field 'id' "
+                                        r"\(the line has keys 'tags', 'title'\); all 12")):
+    jsonl.load_jsonl(_plain(no_id))
+  one = _write(tmp_path, ['{"id": "r0", "title": "cut'], "one.jsonl")
+  with pytest.raises(ValueError, match=rf"{one}:1: malformed line: invalid JSON .*; the only "
+                                       rf"line of {one} is malformed"):
+    jsonl.load_jsonl(_plain(one))
+
+
+def test_no_label_in_the_train_split_names_the_line_and_field(tmp_path):
+  path = _write(tmp_path, [dict(r, tags=[]) for r in _ROWS])
+  assert jsonl.md5_bucket("r0", 10) == 4  # Line 1 is a train record.
+  with pytest.raises(ValueError, match=(rf"{path}:1: no label to learn in label field "
+                                        r"'tags': every train record's list is empty")):
+    jsonl.load_jsonl(_plain(path))
+  with pytest.raises(ValueError, match=r"no label is in min_label_count=99 train records"):
+    jsonl.load_jsonl(_plain(_write(tmp_path, _ROWS, "min.jsonl"), min_label_count=99))
+
+
+def test_empty_train_split_names_the_file(tmp_path):
+  path = _write(tmp_path, [_ROWS[4]])
+  assert jsonl.md5_bucket("r4", 10) == 1  # Validation.
+  with pytest.raises(ValueError, match=(rf"^jsonl \({path}\): the train split is empty \(1 "
+                                        r"validation\); cannot fit")):
+    jsonl.load_jsonl(_plain(path))

@@ -146,3 +146,37 @@ def test_bibtex_style_split_files(tmp_path):
   (tmp_path / "bad.txt").write_text("9\n")
   with pytest.raises(ValueError, match=r"bad.txt:1: point 9 outside \[1, 6\]"):
     xmc.load_xmc(dataclasses.replace(config, split_files={"train": str(tmp_path / "bad.txt")}))
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("lines,problem", [
+    (["2 5 4", "x 0:1", "1 a:1"], r"f.txt:2: malformed line: bad label list 'x'"),
+    (["0 5 4"], r"^\S*f.txt: no points after the header \(it says 0\); nothing to load"),
+    (["3 5 4", "", ""], r"^\S*f.txt: no points after the header \(it says 3\)"),
+])
+def test_no_readable_point_is_an_error_strict_or_not(tmp_path, lines, problem, strict):
+  path = tmp_path / "f.txt"
+  path.write_text("\n".join(lines) + "\n")
+  if not strict and "malformed" in problem:
+    problem += r"; every point line of \S*f.txt is malformed, so there is nothing to load"
+  with pytest.raises(ValueError, match=problem):
+    xmc.load_xmc(xmc.XmcConfig(files={"train": str(path)}, strict=strict))
+
+
+def test_empty_file_names_the_file(tmp_path):
+  path = tmp_path / "empty.txt"
+  path.write_text("")
+  with pytest.raises(ValueError, match=r"empty.txt:1: expected a header .*, got ''"):
+    xmc.load_xmc(xmc.XmcConfig(files={"train": str(path)}))
+
+
+def test_validation_is_held_out_of_train_not_taken_from_test():
+  fixture = pathlib.Path(__file__).parent / "fixtures" / "xmc_tiny"
+  files = {"train": str(fixture / "train.txt"), "test": str(fixture / "test.txt")}
+  source = xmc.load_xmc(xmc.XmcConfig(files=files, validation_fraction=0.1))
+  assert [source.num_examples(s) for s in ("train", "validation", "test")] == [72, 8, 20]
+  again = xmc.load_xmc(xmc.XmcConfig(files=files, validation_fraction=0.1))
+  np.testing.assert_array_equal(source.read("validation", np.arange(8))["label_ids"],
+                                again.read("validation", np.arange(8))["label_ids"])
+  with pytest.raises(ValueError, match="validation_fraction"):
+    xmc.load_xmc(xmc.XmcConfig(files=files, validation_fraction=1.5))

@@ -24,9 +24,17 @@ Splits (``split``):
 The vocabulary, IDF and label map are fit on the train split only. Bad data is counted in
 ``info.stats`` (``strict=True`` raises ValueError naming ``file:line``): a line that is not
 a JSON object, lacks the label field or the hash/split field, or has a value of the wrong
-type is a **malformed line** and skipped; blank lines are skipped silently. Label rules
-(unknown, empty, truncated) are in :mod:`multilabel_jax.data.label_map`; tokens past
-``text.max_tokens`` count in ``truncated_tokens``.
+type (labels must be a list of strings or integers) is a **malformed line** and skipped;
+blank lines are skipped silently. Label rules (unknown, empty, truncated) are in
+:mod:`multilabel_jax.data.label_map`; tokens past ``text.max_tokens`` count in
+``truncated_tokens``.
+
+Input that would leave nothing to train on is a ValueError naming the file, the line and
+the field before anything is fitted, strict or not: an empty file; a file whose every line
+is malformed (e.g. the label field absent on every line, labels that are not strings on
+every line); a file where none of ``text_fields`` and ``token_fields`` is on any line; and a
+train split without any label. One field of several absent on every line is a warning (it
+may be a typo); the default ``text_fields`` are usual names, of which one is enough.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import pathlib
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -149,40 +158,67 @@ def _values(value, field: str) -> List[str]:
                    f"got {type(value).__name__}")
 
 
-def _parse(line: str, config: JsonlConfig, featurizer: text_lib.TextFeaturizer,
-           seen_text: List[bool]) -> Tuple[Dict, List[str], List[str]]:
-  """A line -> (record, tokens, labels); ValueError with the problem if malformed."""
+def _keys(record: Dict) -> str:
+  """``"keys 'body', 'id'"``: the keys a record has (for messages)."""
+  keys = sorted(map(str, record))
+  shown = ", ".join(repr(k) for k in keys[:12]) + (", ..." if len(keys) > 12 else "")
+  return f"keys {shown}" if keys else "no keys"
+
+
+class _NoLabelField(ValueError):
+  """The label field is not in the record."""
+
+
+def _labels(value, field: str) -> List[str]:
+  """A label list -> label names; ValueError naming the first item that is not a string or an
+  integer (e.g. a number, a nested list)."""
+  if not isinstance(value, list):
+    raise ValueError(f"label field {field!r} must be a list, got {type(value).__name__}")
+  for i, v in enumerate(value):
+    if not isinstance(v, (str, int)) or isinstance(v, bool):
+      shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+      raise ValueError(f"label field {field!r} must be a list of strings (or integers), but "
+                       f"item {i} is {shown} ({type(v).__name__})")
+  return [str(v) for v in value]
+
+
+def _decode(line: str) -> Dict:
+  """A line -> its JSON object; ValueError if it is not one."""
   try:
     record = json.loads(line)
   except json.JSONDecodeError as e:
     raise ValueError(f"invalid JSON ({e.msg} at column {e.colno})") from None
   if not isinstance(record, dict):
     raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+  return record
+
+
+def _parse(record: Dict, config: JsonlConfig, featurizer: text_lib.TextFeaturizer,
+           seen: set) -> Tuple[List[str], List[str]]:
+  """A record -> (tokens, labels); ValueError with the problem if malformed. The text and
+  token fields the record has are added to ``seen``."""
   if config.label_field not in record:
-    raise ValueError(f"no label field {config.label_field!r}")
-  labels = record[config.label_field]
-  if not isinstance(labels, list):
-    raise ValueError(f"label field {config.label_field!r} must be a list, "
-                     f"got {type(labels).__name__}")
-  labels = _values(labels, config.label_field)
+    raise _NoLabelField(f"no label field {config.label_field!r} (the line has "
+                        f"{_keys(record)})")
+  labels = _labels(record[config.label_field], config.label_field)
   parts = []
   for field in config.text_fields:
     if field in record:
-      seen_text[0] = True
+      seen.add(field)
       parts.append(_text(record[field], field))
   tokens = featurizer.tokens("\n".join(p for p in parts if p))
   for field in config.token_fields:
     if field in record:
-      seen_text[0] = True
+      seen.add(field)
       tokens.extend(f"{field}={v}" for v in _values(record[field], field))
-  return record, tokens, labels
+  return tokens, labels
 
 
 def _split_of(record: Dict, config: JsonlConfig) -> Tuple[str, str]:
   """(split, key) of a record under the "hash" or "field" rule."""
   if config.split == "hash":
     if config.hash_field not in record or record[config.hash_field] is None:
-      raise ValueError(f"no hash field {config.hash_field!r}")
+      raise ValueError(f"no hash field {config.hash_field!r} (the line has {_keys(record)})")
     key = str(record[config.hash_field])
     bucket = md5_bucket(key, config.hash_modulus)
     if bucket in config.hash_test:
@@ -195,25 +231,46 @@ def _split_of(record: Dict, config: JsonlConfig) -> Tuple[str, str]:
   return config.split_values[value], str(record.get(config.hash_field, ""))
 
 
+def _default_text_fields() -> Tuple[str, ...]:
+  return tuple(JsonlConfig.__dataclass_fields__["text_fields"].default)
+
+
 def read_records(config: JsonlConfig, featurizer: text_lib.TextFeaturizer,
                  stats: base.DataStats) -> Dict[str, List[Record]]:
   """Reads and tokenises every record, grouped by split. Malformed lines are counted in
-  ``stats`` and skipped (``config.strict``: raised)."""
+  ``stats`` and skipped (``config.strict``: raised).
+
+  Raises:
+    ValueError: naming the file (and the line, the field) before anything is fitted, for:
+      an empty file; a file whose every line is malformed (e.g. the label field absent on
+      every line, labels that are not strings on every line); a file where no line has any
+      of ``text_fields``/``token_fields``; and, with ``strict``, the first bad line. A
+      field of ``token_fields``, or of ``text_fields`` when set (the default is a list of
+      usual names, any of which may be missing), that no line of any file has while others
+      are there is logged as a warning.
+  """
   if config.split == "files":
     sources = [(path, split) for split, path in config.files.items()]
   else:
     sources = [(config.path, None)]
   out: Dict[str, List[Record]] = {}
+  seen_anywhere: set = set()
+  first_record = None  # (origin, keys) of the first line that is a JSON object.
   for path, file_split in sources:
-    seen_text = [False]
-    num_records = 0
+    seen: set = set()
+    num_lines = num_records = no_label_field = 0
+    first_bad = None  # (origin, problem) of the file's first malformed line.
+    file_first = None  # (origin, keys) of the file's first JSON object.
     with open_text(path) as f:
       for lineno, line in enumerate(f, 1):
         if not line.strip():
           continue
+        num_lines += 1
         origin = f"{path}:{lineno}"
         try:
-          record, tokens, labels = _parse(line, config, featurizer, seen_text)
+          record = _decode(line)
+          file_first = file_first or (origin, _keys(record))
+          tokens, labels = _parse(record, config, featurizer, seen)
           if file_split is None:
             split, key = _split_of(record, config)
           else:
@@ -222,13 +279,37 @@ def read_records(config: JsonlConfig, featurizer: text_lib.TextFeaturizer,
           if config.strict:
             raise ValueError(f"{origin}: malformed line: {e}.") from None
           stats.malformed_lines += 1
+          no_label_field += isinstance(e, _NoLabelField)
+          first_bad = first_bad or (origin, str(e))
           continue
         num_records += 1
         out.setdefault(split, []).append(Record(origin, key, tokens, labels))
-    if num_records and not seen_text[0]:
-      raise ValueError(f"{path}: no record has any of text_fields {list(config.text_fields)} "
-                       f"or token_fields {list(config.token_fields)}; set them to the "
-                       "keys of your schema.")
+    if not num_lines:
+      raise ValueError(f"{path}: the file is empty (no JSON lines); nothing to load.")
+    if not num_records:
+      if no_label_field == num_lines:  # Then file_first is the first line.
+        raise ValueError(
+            f"{file_first[0]}: label field {config.label_field!r} is absent on every line of "
+            f"{path} ({num_lines} lines; this one has {file_first[1]}); set `label_field` to "
+            "the key of your labels.")
+      every = f"all {num_lines} lines" if num_lines > 1 else "the only line"
+      raise ValueError(f"{first_bad[0]}: malformed line: {first_bad[1]}; {every} of {path} "
+                       f"{'are' if num_lines > 1 else 'is'} malformed, so there is nothing to "
+                       "load.")
+    first_record = first_record or file_first
+    if not seen:
+      raise ValueError(f"{file_first[0]}: no line of {path} has any of text_fields "
+                       f"{list(config.text_fields)} or token_fields "
+                       f"{list(config.token_fields)} (this line has {file_first[1]}); set "
+                       "them to the keys of your schema.")
+    seen_anywhere |= seen
+  named = [] if tuple(config.text_fields) == _default_text_fields() else [
+      ("text", f) for f in config.text_fields]
+  for kind, field in named + [("token", f) for f in config.token_fields]:
+    if field not in seen_anywhere:  # Others are there: a warning (it may be a typo).
+      logging.warning("%s: %s field %r is absent on every line of %s (this line has %s); it "
+                      "adds nothing to the text.", first_record[0], kind, field,
+                      ", ".join(p for p, _ in sources), first_record[1])
   return out
 
 
@@ -275,12 +356,19 @@ def load_jsonl(config: JsonlConfig, *, featurizer: Optional[text_lib.TextFeaturi
   records = read_records(config, featurizer, read_stats)
   train = records.get("train", [])
   if not train and (new_featurizer or label_map is None):
-    raise ValueError(f"{config.name}: the train split is empty; cannot fit the vocabulary "
-                     "and label map.")
+    files = config.path or ", ".join(config.files.values())
+    counts = ", ".join(f"{len(v)} {k}" for k, v in records.items()) or "no records"
+    raise ValueError(f"{config.name} ({files}): the train split is empty ({counts}); cannot "
+                     "fit the vocabulary and label map.")
   if new_featurizer:
     featurizer.fit([r.doc for r in train])
   if label_map is None:
     label_map = label_map_lib.LabelMap.fit((r.labels for r in train), config.min_label_count)
+    if not len(label_map):
+      why = ("every train record's list is empty" if not any(r.labels for r in train) else
+             f"no label is in min_label_count={config.min_label_count} train records")
+      raise ValueError(f"{train[0].origin}: no label to learn in label field "
+                       f"{config.label_field!r}: {why} ({len(train)} train records).")
   max_labels = max_labels or config.max_labels
   if max_labels is None:
     max_labels = max((len({l for l in r.labels if l in label_map.index}) for r in train),

@@ -23,7 +23,9 @@ non-finite value) is a **malformed line** and skipped; a feature or label id out
 dropped (``out_of_range_ids``); repeated features are summed; more than T features keep the
 T of largest ``|value|`` (``truncated_tokens``); label rules in
 :mod:`multilabel_jax.data.label_map`. A header whose point count disagrees with the file is
-logged (raised with ``strict``).
+logged (raised with ``strict``). A file without a header, or without any readable point
+(empty after the header, or every line malformed), is a ValueError naming the file (and the
+first bad line), strict or not.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class XmcConfig:
     max_labels: L; None: the most labels of a training point.
     max_features: T; None: the most features of a training point.
     normalize: ``"l2"`` to L2-normalise each point's kept values, or None (as in the file).
+    validation_fraction: without a ``"validation"`` file, this share of the train points
+      (a fixed seeded draw) is held out as the validation split, so that calibration never
+      sees test labels; 0: no validation split.
     strict: raise on the first bad line instead of counting.
   """
   files: Mapping[str, str]
@@ -65,6 +70,7 @@ class XmcConfig:
   max_labels: Optional[int] = None
   max_features: Optional[int] = None
   normalize: Optional[str] = None
+  validation_fraction: float = 0.0
   strict: bool = False
 
 
@@ -79,6 +85,24 @@ class XmcFile:
   features: List[Tuple[np.ndarray, np.ndarray]]
   origins: List[str]
   points: List[int]  # 0-based point index (non-blank line after the header) of each row.
+
+
+def _hold_out(xf: XmcFile, fraction: float) -> Tuple[XmcFile, XmcFile]:
+  """``(train, validation)``: ``fraction`` of the points (seeded draw, order kept) held out."""
+  if not 0 < fraction < 1:
+    raise ValueError(f"`validation_fraction` must be in (0, 1), got {fraction}.")
+  n = len(xf.labels)
+  held = np.zeros(n, bool)
+  held[np.random.default_rng(0).permutation(n)[:max(1, int(round(n * fraction)))]] = True
+
+  def part(keep):
+    rows = np.flatnonzero(keep)
+    return dataclasses.replace(xf, num_points=len(rows), labels=[xf.labels[i] for i in rows],
+                               features=[xf.features[i] for i in rows],
+                               origins=[xf.origins[i] for i in rows],
+                               points=[xf.points[i] for i in rows])
+
+  return part(~held), part(held)
 
 
 def parse_line(line: str) -> Tuple[List[int], List[int], List[float]]:
@@ -120,6 +144,7 @@ def read_xmc(path: str, *, stats: Optional[base.DataStats] = None,
                        f"got {header.strip()[:80]!r}.") from None
     labels, features, origins, points = [], [], [], []
     point = -1
+    first_bad = None  # "file:line: problem" of the first malformed line.
     for lineno, line in enumerate(f, 2):
       if not line.strip():
         continue  # Blank line (e.g. at the end): skipped, not a point.
@@ -131,6 +156,7 @@ def read_xmc(path: str, *, stats: Optional[base.DataStats] = None,
         if strict:
           raise ValueError(f"{origin}: malformed line: {e}.") from None
         stats.malformed_lines += 1
+        first_bad = first_bad or f"{origin}: malformed line: {e}"
         continue
       ids = np.asarray(ids, np.int64)
       values = np.asarray(values, np.float64)
@@ -146,6 +172,12 @@ def read_xmc(path: str, *, stats: Optional[base.DataStats] = None,
       labels.append(point_labels)
       origins.append(origin)
       points.append(point)
+  if not labels:  # Nothing to train or evaluate on: an error, strict or not.
+    if first_bad:
+      raise ValueError(f"{first_bad}; every point line of {path} is malformed, so there is "
+                       "nothing to load.")
+    raise ValueError(f"{path}: no points after the header (it says {num_points}); nothing "
+                     "to load.")
   if len(labels) + stats.malformed_lines != num_points:
     msg = (f"{path}: header says {num_points} points, the file has {len(labels)} "
            f"readable lines.")
@@ -230,6 +262,9 @@ def load_xmc(config: XmcConfig) -> memory.ArraySource:
     read_stats = {s: base.DataStats() for s in config.files}
     parsed = {s: read_xmc(p, stats=read_stats[s], strict=config.strict)
               for s, p in config.files.items()}
+  if config.validation_fraction and "validation" not in parsed:
+    parsed["train"], parsed["validation"] = _hold_out(parsed["train"], config.validation_fraction)
+    read_stats["validation"] = base.DataStats()
   train = parsed["train"]
   for split, xf in parsed.items():
     if (xf.num_features, xf.num_labels) != (train.num_features, train.num_labels):

@@ -53,7 +53,14 @@ def _sharded(mesh) -> bool:
   return mesh is not None and mesh.shape.get("classes", 1) > 1
 
 
-def top_scores(head: FusedHead, x, heads, outputs, r: int, *, chunk_size: int, mesh=None):
+def row_stats(head: FusedHead, x, heads, outputs, *, chunk_size: int, mesh=None):
+  """The per-row constants of the scores (e.g. the softmax logsumexp: one pass over the
+  classes); pass them as ``stats=`` to the functions below to compute them once."""
+  return head.row_stats(x, heads, outputs, chunk_size=chunk_size, mesh=mesh)
+
+
+def top_scores(head: FusedHead, x, heads, outputs, r: int, *, chunk_size: int, mesh=None,
+               stats=None):
   """``(scores [B, r], ids [B, r])``: each row's r best classes by score, best first."""
   kernel, bias = heads[head.rank_head]
   if _sharded(mesh):
@@ -61,7 +68,8 @@ def top_scores(head: FusedHead, x, heads, outputs, r: int, *, chunk_size: int, m
                                                chunk_size=chunk_size, batch_axis="data")
   else:
     z, ids = streaming_top_k.linear_top_k(x, kernel, bias, r, chunk_size=chunk_size)
-  stats = head.row_stats(x, heads, outputs, chunk_size=chunk_size, mesh=mesh)
+  if stats is None:
+    stats = row_stats(head, x, heads, outputs, chunk_size=chunk_size, mesh=mesh)
   return head.from_logits(z, stats), ids
 
 
@@ -71,7 +79,7 @@ def scores_at(head: FusedHead, x, heads, outputs, class_ids, *, chunk_size: int,
   or ``[B, L]`` (per row, -1 padded; 0 at padding) -> ``[B, L]``."""
   kernel, bias = heads[head.rank_head]
   if stats is None:
-    stats = head.row_stats(x, heads, outputs, chunk_size=chunk_size, mesh=mesh)
+    stats = row_stats(head, x, heads, outputs, chunk_size=chunk_size, mesh=mesh)
   class_ids = jnp.asarray(class_ids)
   safe = jnp.maximum(class_ids, 0)
   if class_ids.ndim == 1:
@@ -81,10 +89,12 @@ def scores_at(head: FusedHead, x, heads, outputs, class_ids, *, chunk_size: int,
   return jnp.where(class_ids >= 0, head.from_logits(z, stats), 0.0)
 
 
-def fold_scores(head: FusedHead, x, heads, outputs, fn, carry, *, chunk_size: int, mesh=None):
+def fold_scores(head: FusedHead, x, heads, outputs, fn, carry, *, chunk_size: int, mesh=None,
+                stats=None):
   """``carry = fn(carry, scores [B, w], start)`` over every class chunk of the scores."""
   kernel, bias = heads[head.rank_head]
-  stats = head.row_stats(x, heads, outputs, chunk_size=chunk_size, mesh=mesh)
+  if stats is None:
+    stats = row_stats(head, x, heads, outputs, chunk_size=chunk_size, mesh=mesh)
 
   def body(carry, start, kc, bc):
     return fn(carry, head.from_logits(chunked_head.logits_chunk(x, kc, bc), stats), start)
