@@ -18,9 +18,8 @@ fit, exactly: pass one also counts, over all C classes, those that pass each thr
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, Mapping, Optional
-
-from typing import NamedTuple
+import functools
+from typing import Callable, Dict, Iterable, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -181,10 +180,7 @@ def evaluate(scorer, batches: Callable[[], Iterable[dict]], *, objective, num_cl
   class_thresholds = calibration.get("class_thresholds")
   if class_thresholds is not None:
     class_thresholds = np.asarray(class_thresholds, np.float32)
-  Sets = streaming_metrics.make_collection((), num_classes=num_classes, sets=True)
-  sets_update = jax.jit(lambda p, y, m: Sets.single_from_model_output(
-      predictions=p, labels=y, mask=m))
-  ranking_terms = jax.jit(lambda ids, y, m: _ranking_terms(ids, y, m, ks, propensity))
+  inv_p = None if propensity is None else jnp.asarray(propensity, jnp.float32)
   ap = ap_lib.ExactAveragePrecision(num_classes)
   sums, per_decoder, truncated, n = {}, {name: None for name in decoders}, {}, 0
   sizes = {name: {} for name in ("labels", *decoders)}
@@ -196,14 +192,15 @@ def evaluate(scorer, batches: Callable[[], Iterable[dict]], *, objective, num_cl
     values, ids = one.values, one.ids
     ap.add_positives(labels, one.label_scores, mask)
     _count_sizes(sizes["labels"], labels_lib.unique_mask(labels) & (labels >= 0), mask)
-    for key, v in ranking_terms(ids, labels, mask).items():
+    for key, v in _ranking_terms(ids, labels, mask, inv_p, ks=ks).items():
       sums[key] = sums.get(key, 0.0) + float(np.sum(np.asarray(v, np.float64)))
     n += int(mask.sum())
     for name, decode in decoders.items():
       preds, trunc = decode(one)
       _count_sizes(sizes[name], preds >= 0, mask)
       truncated[name] = truncated.get(name, 0) + int(np.asarray(trunc)[mask].sum())
-      update = sets_update(jnp.asarray(preds), jnp.asarray(labels), jnp.asarray(mask))
+      update = _sets_update(jnp.asarray(preds), jnp.asarray(labels), jnp.asarray(mask),
+                            num_classes=num_classes)
       per_decoder[name] = update if per_decoder[name] is None else per_decoder[name].merge(update)
     if keep_values:
       kept["values"].append(values[mask])
@@ -229,12 +226,25 @@ def evaluate(scorer, batches: Callable[[], Iterable[dict]], *, objective, num_cl
   return result
 
 
-def _ranking_terms(top_ids, labels, mask, ks, propensity):
-  """Per-example sums of the @k metrics (one implementation: ``metrics.*_from_top``)."""
+@functools.lru_cache(maxsize=None)
+def _sets_collection(num_classes: int):
+  return streaming_metrics.make_collection((), num_classes=num_classes, sets=True)
+
+
+@functools.partial(jax.jit, static_argnames="num_classes")
+def _sets_update(preds, labels, mask, *, num_classes):
+  """One batch's set-metric state (compiled once per shape, not per evaluation)."""
+  return _sets_collection(num_classes).single_from_model_output(
+      predictions=preds, labels=labels, mask=mask)
+
+
+@functools.partial(jax.jit, static_argnames="ks")
+def _ranking_terms(top_ids, labels, mask, propensity, *, ks):
+  """Per-example @k metric values (one implementation: ``metrics.*_from_top``), compiled
+  once per shape, not per evaluation."""
   out = {}
   for k in ks:
-    out[f"precision_at_{k}"] = metrics_lib.precision_from_top(top_ids, labels, k,
-                                                                       where=mask)
+    out[f"precision_at_{k}"] = metrics_lib.precision_from_top(top_ids, labels, k, where=mask)
     out[f"recall_at_{k}"] = metrics_lib.recall_from_top(top_ids, labels, k, where=mask)
     out[f"ndcg_at_{k}"] = metrics_lib.ndcg_from_top(top_ids, labels, k, where=mask)
     if propensity is not None:
