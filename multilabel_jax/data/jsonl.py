@@ -193,6 +193,48 @@ def _decode(line: str) -> Dict:
   return record
 
 
+def document(record: Mapping, featurizer: text_lib.TextFeaturizer, *,
+             text_fields: Sequence[str], token_fields: Sequence[str] = (),
+             seen: Optional[set] = None) -> List[str]:
+  """The tokens of one record, as the loader reads it (training and prediction alike).
+
+  The values of ``text_fields`` the record has are joined by newlines (a list value by
+  spaces) and tokenised by ``featurizer``; then each value of a ``token_fields`` field
+  becomes one whole token ``"field=value"``.
+
+  Args:
+    record: one JSON object (a dict).
+    featurizer: the run's :class:`text.TextFeaturizer` (its tokenisation settings).
+    text_fields, token_fields: the keys to read (``JsonlConfig.text_fields`` and
+      ``token_fields``).
+    seen: optional set; the text and token fields the record has are added to it.
+
+  Returns:
+    The tokens, a list of strings (empty when the record has none of the fields).
+
+  Raises:
+    ValueError: a field's value is not a string, a number or a list of strings (the message
+      names the field).
+
+  Example:
+    >>> document({"title": "Fast JSON", "depends": ["libc6"]}, featurizer,
+    ...          text_fields=("title",), token_fields=("depends",))
+    ['fast', 'json', 'depends=libc6']
+  """
+  seen = set() if seen is None else seen
+  parts = []
+  for field in text_fields:
+    if field in record:
+      seen.add(field)
+      parts.append(_text(record[field], field))
+  tokens = featurizer.tokens("\n".join(p for p in parts if p))
+  for field in token_fields:
+    if field in record:
+      seen.add(field)
+      tokens.extend(f"{field}={v}" for v in _values(record[field], field))
+  return tokens
+
+
 def _parse(record: Dict, config: JsonlConfig, featurizer: text_lib.TextFeaturizer,
            seen: set) -> Tuple[List[str], List[str]]:
   """A record -> (tokens, labels); ValueError with the problem if malformed. The text and
@@ -201,16 +243,8 @@ def _parse(record: Dict, config: JsonlConfig, featurizer: text_lib.TextFeaturize
     raise _NoLabelField(f"no label field {config.label_field!r} (the line has "
                         f"{_keys(record)})")
   labels = _labels(record[config.label_field], config.label_field)
-  parts = []
-  for field in config.text_fields:
-    if field in record:
-      seen.add(field)
-      parts.append(_text(record[field], field))
-  tokens = featurizer.tokens("\n".join(p for p in parts if p))
-  for field in config.token_fields:
-    if field in record:
-      seen.add(field)
-      tokens.extend(f"{field}={v}" for v in _values(record[field], field))
+  tokens = document(record, featurizer, text_fields=config.text_fields,
+                    token_fields=config.token_fields, seen=seen)
   return tokens, labels
 
 
