@@ -12,8 +12,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import pathlib
 from typing import Callable, Iterable, Mapping, Optional
 
+import jax
 import numpy as np
 
 from multilabel_jax import evaluate
@@ -127,3 +131,139 @@ def mean_labels(label_ids: np.ndarray) -> float:
   """Mean number of distinct labels per row of padded ids."""
   ids = np.asarray(label_ids)
   return float(np.mean([len(set(r[r >= 0].tolist())) for r in ids])) if len(ids) else 0.0
+
+
+# ------------------------------------------------------------------ the run's artifact
+#
+# What prediction needs besides the parameters, written next to the checkpoint at the end
+# of training (:func:`save_artifact`) and read by :mod:`multilabel_jax.inference`:
+# ``calibration.json`` (versioned by ``format``) and ``calibration.npz`` (its arrays).
+
+ARTIFACT_FORMAT = "multilabel_jax.calibration/1"
+ARTIFACT_FILE = "calibration.json"
+ARRAYS_FILE = "calibration.npz"
+
+
+def choose_decoder(requested: str, natural: str, validation_decoders: Mapping) -> tuple:
+  """``(name, rule)``: the decoder prediction uses by default.
+
+  Args:
+    requested: ``config.predict.decoder``: "" for the best validation micro-F1 (ties: the
+      first in report order), "natural" for the objective's own, else a decoder name.
+    natural: the objective's natural decoder name.
+    validation_decoders: ``{name: {"f1_micro": ...}}`` of the calibrated decoders on
+      validation.
+
+  Raises:
+    ValueError: ``requested`` names a decoder that does not apply (the message lists those
+      that do).
+  """
+  if requested == "natural":
+    return natural, "config.predict.decoder='natural'"
+  if requested:
+    if requested not in validation_decoders:
+      raise ValueError(f"`config.predict.decoder` {requested!r} does not apply to this run; "
+                       f"its decoders are {sorted(validation_decoders)}.")
+    return requested, "config.predict.decoder"
+  best = max(validation_decoders, key=lambda n: validation_decoders[n]["f1_micro"])
+  return best, "best validation f1_micro"
+
+
+def fingerprint(workdir) -> dict:
+  """``{"config_sha256", "vocab_sha256"}`` of a workdir's ``config.json`` and ``vocab/``
+  files (None where absent): what the calibrated checkpoint was trained with."""
+  workdir = pathlib.Path(workdir)
+  config = workdir / "config.json"
+  vocab = sorted(p for p in (workdir / "vocab").glob("*") if p.is_file())
+  digest = hashlib.sha256()
+  for path in vocab:
+    digest.update(path.name.encode() + b"\0" + path.read_bytes())
+  return {"config_sha256": hashlib.sha256(config.read_bytes()).hexdigest()
+                           if config.exists() else None,
+          "vocab_sha256": digest.hexdigest() if vocab else None}
+
+
+def save_artifact(workdir, *, step: int, objective, calibration: Mapping, r: int, top_ks,
+                  predict: Mapping, data: Mapping) -> pathlib.Path:
+  """Writes ``calibration.json`` and ``calibration.npz`` into ``workdir``.
+
+  Args:
+    step: the checkpoint step the thresholds were calibrated on.
+    objective: the run's :class:`losses.Objective` (its ``rebuild_options`` are stored).
+    calibration: :func:`calibrate`'s thresholds.
+    r: candidates per row of the evaluation (the slots of a variable-size set).
+    top_ks: the evaluation's k.
+    predict: ``{"decoder", "chosen_by", "validation_f1_micro": {name: value}}``: the
+      decoder of :func:`choose_decoder`, its rule, and every decoder's validation micro-F1
+      (the report's ``"predict"``).
+    data: ``{"num_classes", "inputs": {name: [shape, dtype]}, "num_embeddings",
+      "class_names"}`` of the data source.
+
+  Returns:
+    The path of ``calibration.json``.
+
+  Example:
+    >>> save_artifact(workdir, step=1000, objective=objective, calibration=cal, r=64,
+    ...               top_ks=(1, 5), predict=report["predict"],
+    ...               data={"num_classes": 600, "inputs": {...}, ...})
+  """
+  workdir = pathlib.Path(workdir)
+  arrays = {"class_thresholds": np.asarray(calibration["class_thresholds"], np.float32)}
+  scalars = {}
+  for key, value in objective.rebuild_options.items():
+    if isinstance(value, (np.ndarray, jax.Array)) or hasattr(value, "__array__"):
+      arrays[f"objective/{key}"] = np.asarray(value)
+    else:
+      scalars[key] = value
+  rules = evaluate.decoder_rules(objective, calibration, top_ks=top_ks, r=r)
+  for rule in rules.values():
+    if rule["rule"] == "class_thresholds":
+      rule["thresholds"] = f"{ARRAYS_FILE}:class_thresholds"
+  state = {
+      "format": ARTIFACT_FORMAT, "step": int(step), "objective": objective.name,
+      "objective_rebuild_options": scalars, "r": int(r), "top_ks": [int(k) for k in top_ks],
+      "natural_decoder": objective.natural_decoder,
+      "decoder": {"name": predict["decoder"], "chosen_by": predict["chosen_by"],
+                  "validation_f1_micro": {n: float(v) for n, v
+                                          in predict["validation_f1_micro"].items()}},
+      "decoders": rules,
+      "calibration": {"average_k": dict(calibration["average_k"]),
+                      "average_k_at": {str(k): float(t)
+                                       for k, t in calibration["average_k_at"].items()}},
+      "arrays": sorted(arrays), "data": dict(data), "fingerprint": fingerprint(workdir)}
+  np.savez(workdir / ARRAYS_FILE, **arrays)
+  path = workdir / ARTIFACT_FILE
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text(json.dumps(state, indent=2, default=float))
+  tmp.replace(path)
+  return path
+
+
+def load_artifact(workdir) -> dict:
+  """The state :func:`save_artifact` wrote, with ``"calibration"`` ready for
+  :func:`evaluate.make_decoders` (``class_thresholds`` ``[C]`` included) and
+  ``"objective_rebuild_options"`` holding its arrays again.
+
+  Raises:
+    FileNotFoundError: no ``calibration.json`` in ``workdir``.
+    ValueError: a file of another format or version.
+  """
+  workdir = pathlib.Path(workdir)
+  path = workdir / ARTIFACT_FILE
+  if not path.exists():
+    raise FileNotFoundError(
+        f"{path}: no calibration file: the run has not finished its final evaluation (or "
+        "was trained before calibration files existed). Run the same experiments.run "
+        f"command with --workdir={workdir} again: a finished run only re-evaluates.")
+  state = json.loads(path.read_text())
+  if state.get("format") != ARTIFACT_FORMAT:
+    raise ValueError(f"{path}: format {state.get('format')!r}, expected {ARTIFACT_FORMAT!r} "
+                     "(written by another version of multilabel_jax).")
+  with np.load(workdir / ARRAYS_FILE) as arrays:
+    loaded = {k: arrays[k] for k in arrays.files}
+  state["calibration"]["average_k_at"] = {
+      int(k): t for k, t in state["calibration"]["average_k_at"].items()}
+  state["calibration"]["class_thresholds"] = loaded["class_thresholds"]
+  state["objective_rebuild_options"].update(
+      {k.split("/", 1)[1]: v for k, v in loaded.items() if k.startswith("objective/")})
+  return state

@@ -13,6 +13,7 @@ import difflib
 import inspect
 import json
 import pathlib
+import re
 from typing import Any, Dict, Iterable, Optional
 
 import ml_collections
@@ -20,6 +21,9 @@ import ml_collections
 from multilabel_jax import signatures
 
 FREE_FORM = ("data.options", "objective_options", "model_options")
+# The forms of a decoder name (evaluate.make_decoders); which apply depends on the objective.
+DECODER_NAME = re.compile(r"^(|natural|(top|nearest)_\d+|threshold_[-+.\deE]+|average_k(_\d+)?|"
+                          r"class_thresholds|by_count)$")
 # Encoder fields that model_options cannot set: flax's own, and the dtype (`config.dtype`).
 _NOT_MODEL_OPTIONS = ("parent", "name", "dtype")
 
@@ -83,6 +87,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.average_ks = (1, 3, 5)      # Extra average-K decoders at these mean set sizes.
   c.eval.frequency_buckets = 3       # Per-bucket test metrics by train frequency (0: none).
   c.eval.oracle = True               # Compare with the simulator's Bayes-optimal scores.
+
+  c.predict = ml_collections.ConfigDict()
+  # The decoder stored for prediction (calibration.json, multilabel_jax.inference): "" picks
+  # the best validation micro-F1; "natural" the objective's own; else a decoder name of the
+  # report (top_1, threshold_0.5, average_k, average_k_3, class_thresholds, by_count, ...).
+  c.predict.decoder = ""
   return c
 
 
@@ -238,6 +248,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
                "keep_checkpoints", "mesh.classes"):
     if given[path] < 1:
       raise ValueError(f"`config.{path}` must be >= 1, got {given[path]}.")
+  if "predict.decoder" in given and not DECODER_NAME.match(given["predict.decoder"]):
+    raise ValueError(f"`config.predict.decoder` {given['predict.decoder']!r} is not a decoder "
+                     "name: use '' (best validation micro-F1), 'natural', top_<k>, nearest_<k>, "
+                     "threshold_<t>, average_k, average_k_<K>, class_thresholds or by_count.")
   _check_free_form(config)
 
 
@@ -256,7 +270,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir) -> None:
   current = json.loads(config.to_json_best_effort())
   if path.exists():
     stored = json.loads(path.read_text())
-    diff = _diff(stored, current)
+    diff = _diff(stored, current, json.loads(base_config().to_json_best_effort()))
     if diff and not config.allow_config_change:
       raise ValueError(
           f"workdir {workdir} holds another run's config ({path}); differing keys: "
@@ -268,15 +282,20 @@ def check_workdir(config: ml_collections.ConfigDict, workdir) -> None:
   path.write_text(json.dumps(current, indent=2, sort_keys=True))
 
 
-def _diff(a, b, prefix=""):
+def _diff(a, b, defaults, prefix=""):
+  """Keys where the stored config ``a`` and ``b`` differ; a key that ``a`` lacks (added to
+  the base config since it was written) and ``b`` has at its default is no difference."""
   keys = sorted(set(a) | set(b))
   out = []
   for k in keys:
     if k == "allow_config_change":
       continue
     va, vb = a.get(k), b.get(k)
+    default = defaults.get(k) if isinstance(defaults, dict) else None
+    if k not in a and vb == default:
+      continue
     if isinstance(va, dict) and isinstance(vb, dict):
-      out += _diff(va, vb, f"{prefix}{k}.")
+      out += _diff(va, vb, default if isinstance(default, dict) else {}, f"{prefix}{k}.")
     elif va != vb:
       out.append(f"{prefix}{k}")
   return out

@@ -19,7 +19,7 @@ fit, exactly: pass one also counts, over all C classes, those that pass each thr
 from __future__ import annotations
 
 import functools
-from typing import Callable, Dict, Iterable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterable, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -52,9 +52,12 @@ def iterate(batches: Iterable[dict], max_examples: int = 0):
 
 # ------------------------------------------------------------------ decoders on top-r
 #
-# A decoder maps pass one's output (:class:`scoring.PassOne`) to ``(ids [B, r] -1 padded,
-# truncated [B])``: the set a dense decoder with ``max_labels=r`` returns, and the labels
-# that qualified but did not fit (``num_truncated``).
+# A decoder maps pass one's output (:class:`scoring.PassOne`) to a :class:`Decoded`: the set
+# a dense decoder with ``max_labels=r`` returns, the labels that qualified but did not fit
+# (``num_truncated``), and the scores of the set. The same functions decode numpy arrays on
+# the host (evaluation) and jax arrays in a compiled function (``xp=jax.numpy``: the
+# :class:`inference.Predictor` and its exported form), so prediction decodes as evaluation
+# does.
 
 
 class ScoreDecoding(NamedTuple):
@@ -68,31 +71,53 @@ class ScoreDecoding(NamedTuple):
 PROBABILITIES = ScoreDecoding()  # Scores in [0, 1]: top-k, threshold 0.5 and calibrated.
 
 
+class Decoded(NamedTuple):
+  """A decoder's sets for one batch.
+
+  Attributes:
+    ids: int ``[B, r]`` class ids, best first, -1 after the set.
+    num_truncated: int ``[B]`` labels that qualified but did not fit in r slots.
+    scores: float ``[B, r]`` the scores at ``ids`` (-inf after the set).
+  """
+  ids: Any
+  num_truncated: Any
+  scores: Any
+
+
+def _kept(keep, ids, values, truncated, xp) -> Decoded:
+  return Decoded(xp.where(keep, ids, -1), truncated, xp.where(keep, values, -xp.inf))
+
+
 def _keep_first(n):
-  def fn(p):
-    return np.where(np.arange(p.ids.shape[1]) < n, p.ids, -1), np.zeros(len(p.ids), int)
+  def fn(p, xp=np):
+    keep = xp.arange(p.ids.shape[1])[None, :] < n
+    return _kept(keep, p.ids, p.values, xp.zeros(p.ids.shape[0], xp.int32), xp)
   return fn
 
 
 def _keep_above(t, j):
   """Scalar threshold ``t``, the ``j``-th of pass one's thresholds: candidates are ranked by
   score, so the kept ones are the set's r best; ``above`` counts all that pass."""
-  def fn(p):
+  def fn(p, xp=np):
     keep = (p.values >= t) & (p.ids >= 0)
-    return np.where(keep, p.ids, -1), np.asarray(p.above)[:, j] - keep.sum(1)
+    return _kept(keep, p.ids, p.values, xp.asarray(p.above)[:, j] - keep.sum(1), xp)
   return fn
 
 
-def _keep_class_thresholds(p):
-  keep = p.margin_values > -np.inf  # Margin candidates are the passing classes, best first.
-  return np.where(keep, p.margin_ids, -1), np.asarray(p.class_above) - keep.sum(1)
+def _keep_class_thresholds(p, xp=np):
+  keep = p.margin_values > -xp.inf  # Margin candidates are the passing classes, best first.
+  return _kept(keep, p.margin_ids, p.margin_scores, xp.asarray(p.class_above) - keep.sum(1),
+               xp)
 
 
-def _by_count(p):
-  n = np.clip(np.round(p.counts), 0, None).astype(int)
-  r = p.ids.shape[1]
-  return (np.where(np.arange(r)[None] < np.minimum(n, r)[:, None], p.ids, -1),
-          np.maximum(n - r, 0))
+def _by_count(num_classes):
+  """The best ``round(count)`` labels, at most C (as :func:`losses.decoders.by_count`)."""
+  def fn(p, xp=np):
+    n = xp.clip(xp.round(p.counts), 0, num_classes).astype(xp.int32)
+    r = p.ids.shape[1]
+    keep = xp.arange(r)[None, :] < xp.minimum(n, r)[:, None]
+    return _kept(keep, p.ids, p.values, xp.maximum(n - r, 0), xp)
+  return fn
 
 
 def scalar_thresholds(objective, calibration: Mapping) -> Dict[str, float]:
@@ -109,18 +134,50 @@ def scalar_thresholds(objective, calibration: Mapping) -> Dict[str, float]:
   return out
 
 
-def make_decoders(objective, calibration: Mapping, *, top_ks, r: int) -> Dict[str, Callable]:
-  """Decoder name -> ``PassOne -> (ids [B, r] -1 padded, truncated [B])``: every decoder that
-  applies to ``objective``, with the thresholds of ``calibration`` (:func:`calibrate`;
-  empty for periodic validation). Scalar thresholds are in :func:`scalar_thresholds` order."""
-  out = {f"{objective.top_k_prefix}_{k}": _keep_first(k) for k in top_ks if k <= r}
-  for j, (name, t) in enumerate(scalar_thresholds(objective, calibration).items()):
-    out[name] = _keep_above(t, j)
+def decoder_rules(objective, calibration: Mapping, *, top_ks, r: int) -> Dict[str, dict]:
+  """Decoder name -> its rule, as data: ``{"rule": "top_k", "k": k}``, ``{"rule":
+  "threshold", "threshold": t}`` (the fixed and the average-K ones), ``{"rule":
+  "class_thresholds"}`` (per-class F1 thresholds) or ``{"rule": "by_count"}`` (the best
+  ``round(predicted count)`` labels): every decoder that applies to ``objective`` under
+  ``calibration``, in :func:`make_decoders` order."""
+  out = {f"{objective.top_k_prefix}_{k}": {"rule": "top_k", "k": int(k)}
+         for k in top_ks if k <= r}
+  for name, t in scalar_thresholds(objective, calibration).items():
+    out[name] = {"rule": "threshold", "threshold": float(t)}
   if calibration.get("class_thresholds") is not None:
-    out["class_thresholds"] = _keep_class_thresholds
+    out["class_thresholds"] = {"rule": "class_thresholds"}
   if objective.counts_fn is not None:
-    out["by_count"] = _by_count
+    out["by_count"] = {"rule": "by_count"}
   return out
+
+
+def make_decoders(objective, calibration: Mapping, *, top_ks, r: int,
+                  num_classes: int) -> Dict[str, Callable]:
+  """Decoder name -> ``(PassOne, xp=numpy) -> Decoded``: every decoder that applies to
+  ``objective`` (:func:`decoder_rules`), with the thresholds of ``calibration``
+  (:func:`calibrate`; empty for periodic validation). Scalar thresholds are in
+  :func:`scalar_thresholds` order, the order of pass one's ``above``."""
+  out, j = {}, 0
+  for name, rule in decoder_rules(objective, calibration, top_ks=top_ks, r=r).items():
+    if rule["rule"] == "top_k":
+      out[name] = _keep_first(rule["k"])
+    elif rule["rule"] == "threshold":
+      out[name], j = _keep_above(rule["threshold"], j), j + 1
+    else:
+      out[name] = {"class_thresholds": _keep_class_thresholds,
+                   "by_count": _by_count(num_classes)}[rule["rule"]]
+  return out
+
+
+def decoder_inputs(objective, calibration: Mapping, name: str):
+  """``(thresholds [m], class_thresholds [C] or None)``: what pass one must count for the
+  decoder ``name`` of :func:`make_decoders` (nothing for top-k and by-count sets)."""
+  scalar = scalar_thresholds(objective, calibration)
+  thresholds = np.asarray(list(scalar.values()) if name in scalar else [], np.float32)
+  class_thresholds = None
+  if name == "class_thresholds":
+    class_thresholds = np.asarray(calibration["class_thresholds"], np.float32)
+  return thresholds, class_thresholds
 
 
 # ------------------------------------------------------------------ the two passes
@@ -153,7 +210,7 @@ def _pass_two(scorer, batches, ap, max_examples):
 def evaluate(scorer, batches: Callable[[], Iterable[dict]], *, objective, num_classes: int,
              top_ks, r: int, calibration: Optional[Mapping] = None, propensity=None,
              max_examples: int = 0, class_buckets=None, pr_curve: bool = False,
-             keep_values: bool = False) -> dict:
+             keep_values: bool = False, exact_map: bool = True) -> dict:
   """Ranking metrics (exact mAP included) and every decoder's set metrics on one split.
 
   Args:
@@ -168,6 +225,8 @@ def evaluate(scorer, batches: Callable[[], Iterable[dict]], *, objective, num_cl
     pr_curve: adds ``"pr_curve"``, the exact micro precision-recall curve.
     keep_values: also return the top-r values, ids and labels (for calibration) and the
       :class:`metrics.ExactAveragePrecision` state, under ``"_calibration_inputs"``.
+    exact_map: False: one pass only, without mAP (the decoders' set metrics and ranking at
+      k; e.g. to compare calibrated decoders on validation).
 
   Returns:
     ``{"num_examples", "ranking": {metric: value}, "decoders": {name: {metric: value,
@@ -175,7 +234,7 @@ def evaluate(scorer, batches: Callable[[], Iterable[dict]], *, objective, num_cl
   """
   ks = tuple(k for k in top_ks if k <= r)
   calibration = calibration or {}
-  decoders = make_decoders(objective, calibration, top_ks=top_ks, r=r)
+  decoders = make_decoders(objective, calibration, top_ks=top_ks, r=r, num_classes=num_classes)
   thresholds = np.asarray(list(scalar_thresholds(objective, calibration).values()), np.float32)
   class_thresholds = calibration.get("class_thresholds")
   if class_thresholds is not None:
@@ -196,7 +255,7 @@ def evaluate(scorer, batches: Callable[[], Iterable[dict]], *, objective, num_cl
       sums[key] = sums.get(key, 0.0) + float(np.sum(np.asarray(v, np.float64)))
     n += int(mask.sum())
     for name, decode in decoders.items():
-      preds, trunc = decode(one)
+      preds, trunc, _ = decode(one)
       _count_sizes(sizes[name], preds >= 0, mask)
       truncated[name] = truncated.get(name, 0) + int(np.asarray(trunc)[mask].sum())
       update = _sets_update(jnp.asarray(preds), jnp.asarray(labels), jnp.asarray(mask),
@@ -208,11 +267,12 @@ def evaluate(scorer, batches: Callable[[], Iterable[dict]], *, objective, num_cl
       kept["labels"].append(labels[mask])
   if not n:
     raise ValueError("evaluation saw no example: is the split empty?")
-  ap.finish_pass_one()
-  _pass_two(scorer, batches, ap, max_examples)
   ranking = _ranking(sums, n, ks, propensity is not None)
-  exact = ap.compute()
-  ranking.update(map=exact["map_macro"], map_micro=exact["map_micro"])
+  if exact_map:
+    ap.finish_pass_one()
+    _pass_two(scorer, batches, ap, max_examples)
+    exact = ap.compute()
+    ranking.update(map=exact["map_macro"], map_micro=exact["map_micro"])
   result = {"num_examples": n, "ranking": ranking, "map_method": MAP_METHOD, "decoders": {
       name: dict(_floats(m.compute()), num_truncated=truncated[name])
       for name, m in per_decoder.items()}, "set_size_counts": _size_lists(sizes)}

@@ -39,9 +39,14 @@ def validation(config, eval_data, objective, scorer, info, label_stats, *,
 def final_evaluation(config, source, eval_data, objective, scorer, label_stats) -> dict:
   """Calibrate on validation, evaluate the test split (model, and oracle if available).
 
+  The calibrated decoders are also scored on validation (one pass, no mAP), and the
+  decoder that prediction uses is chosen there (``config.predict.decoder``, by default the
+  best validation micro-F1; :func:`calibration.choose_decoder`).
+
   Returns:
-    ``{"objective", "natural_decoder", "evaluation_path", "calibration", "validation",
-    "test"}`` and ``"oracle"`` on simulated data.
+    ``{"objective", "natural_decoder", "evaluation_path", "calibration", "predict",
+    "validation", "test"}`` and ``"oracle"`` on simulated data; ``"_calibration"`` holds the
+    thresholds (per-class ones included) for :func:`calibration.save_artifact`.
   """
   info = source.info
   r = eval_r(config, info.num_classes)
@@ -63,17 +68,53 @@ def final_evaluation(config, source, eval_data, objective, scorer, label_stats) 
     return calibration, val, test
 
   calibration, val, test = run(scorer, objective, objective.average_k)
+  sets_only = {k: v for k, v in common.items() if k != "class_buckets"}
+  sets_only["max_examples"] = config.eval.validation_examples
+  val_sets = evaluate.evaluate(scorer, lambda: eval_data.eval_iter("validation"),
+                               objective=objective, calibration=calibration, exact_map=False,
+                               **sets_only)["decoders"]
+  decoder, rule = calibration_lib.choose_decoder(config.predict.decoder,
+                                                 objective.natural_decoder, val_sets)
   report = {"objective": objective.name, "natural_decoder": objective.natural_decoder,
             "evaluation_path": f"top_{r}",
             "calibration": {"average_k": calibration["average_k"],
                             "average_k_at": calibration["average_k_at"]},
+            "predict": {"decoder": decoder, "chosen_by": rule,
+                        "validation_f1_micro": {n: m["f1_micro"] for n, m in val_sets.items()}},
             "validation": {"num_examples": val["num_examples"], "ranking": val["ranking"]},
-            "test": test}
+            "test": test, "_calibration": calibration}
   if config.eval.oracle and hasattr(source, "oracle_marginals_from_inputs") and (
       info.num_classes <= ORACLE_DENSE_MAX_CLASSES):
     oracle = scoring.array_scorer(source.oracle_marginals_from_inputs, r)
     report["oracle"] = run(oracle, evaluate.PROBABILITIES, None)[2]
   return report
+
+
+def check_predict_decoder(config, objective, num_classes: int) -> None:
+  """Before any compute: ValueError if ``config.predict.decoder`` names a decoder that does
+  not apply to ``objective`` (the message lists those that do)."""
+  wanted = config.predict.decoder
+  if wanted in ("", "natural"):
+    return
+  any_threshold = {"average_k": {"threshold": 0.0}, "class_thresholds": True,
+                   "average_k_at": {k: 0.0 for k in config.eval.average_ks if k <= num_classes}}
+  names = evaluate.decoder_rules(objective, any_threshold, top_ks=config.eval.top_ks,
+                                 r=eval_r(config, num_classes))
+  if wanted not in names:
+    raise ValueError(f"`config.predict.decoder` {wanted!r} does not apply to objective "
+                     f"{objective.name!r}; choose '', 'natural' or one of {list(names)}.")
+
+
+def prediction_data(source) -> dict:
+  """What prediction needs of the data source: classes, inputs (name -> ``[shape,
+  dtype]``), the embedding rows of bag-of-words inputs, and the class names when no label
+  map is saved with the vocabulary."""
+  info = source.info
+  names = info.class_names
+  return {"name": info.name, "num_classes": info.num_classes,
+          "inputs": {k: [list(v.shape), v.dtype] for k, v in info.inputs.items()},
+          "num_embeddings": getattr(source, "num_embeddings", None),
+          "class_names": None if names is None or hasattr(source, "save_vocab") else list(names)}
 
 
 def data_summary(info, label_stats, load_stats, train_data, eval_data) -> dict:

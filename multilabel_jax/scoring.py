@@ -44,6 +44,7 @@ class PassOne(NamedTuple):
     margin_values, margin_ids: ``[B, r]`` the top-r classes by ``score - class_thresholds``
       among those that pass (-inf after them), or None.
     class_above: int ``[B]`` classes with ``score >= class_thresholds``, or None.
+    margin_scores: ``[B, r]`` the scores at ``margin_ids``, or None.
   """
   values: jax.Array
   ids: jax.Array
@@ -53,6 +54,7 @@ class PassOne(NamedTuple):
   margin_values: Optional[jax.Array] = None
   margin_ids: Optional[jax.Array] = None
   class_above: Optional[jax.Array] = None
+  margin_scores: Optional[jax.Array] = None
 
 
 def _label_scores(scores, label_ids):
@@ -69,7 +71,8 @@ def _margins(scores, t):
 
 def threshold_stats(scores, thresholds, class_thresholds, r: int, start=0):
   """``(above [B, m], margin top-r or None, class_above or None)`` of one chunk of scores
-  ``[B, w]`` whose first class is ``start``."""
+  ``[B, w]`` whose first class is ``start``; the margin top-r is ``(values, (ids,
+  scores))``."""
   above = jnp.stack([jnp.sum(scores >= thresholds[j], axis=1, dtype=jnp.int32)
                      for j in range(thresholds.shape[0])], axis=1) if thresholds.shape[0] \
       else jnp.zeros((scores.shape[0], 0), jnp.int32)
@@ -78,16 +81,18 @@ def threshold_stats(scores, thresholds, class_thresholds, r: int, start=0):
   t = jax.lax.dynamic_slice_in_dim(class_thresholds, start, scores.shape[1])
   margin, passes = _margins(scores, t[None, :])
   mv, mi = jax.lax.top_k(margin, min(r, scores.shape[1]))
-  return above, (mv, (mi + start).astype(jnp.int32)), jnp.sum(passes, axis=1, dtype=jnp.int32)
+  at = jnp.take_along_axis(scores, mi, axis=1)
+  return (above, (mv, ((mi + start).astype(jnp.int32), at)),
+          jnp.sum(passes, axis=1, dtype=jnp.int32))
 
 
 def dense_pass_one(scores, counts, label_ids, r: int, thresholds, class_thresholds=None):
   """:func:`pass_one` of dense scores ``[B, C]``."""
   values, ids = jax.lax.top_k(scores, r)
   above, margin, class_above = threshold_stats(scores, thresholds, class_thresholds, r)
-  mv, mi = margin if margin is not None else (None, None)
+  mv, (mi, ms) = margin if margin is not None else (None, (None, None))
   return PassOne(values, ids, counts, _label_scores(scores, label_ids), above, mv, mi,
-                 class_above)
+                 class_above, ms)
 
 
 def _fused_threshold_stats(head, x, heads, outputs, thresholds, class_thresholds, r, opts):
@@ -95,8 +100,11 @@ def _fused_threshold_stats(head, x, heads, outputs, thresholds, class_thresholds
   mesh and the row stats)."""
   b = x.shape[0]
   init = [jnp.zeros((b, thresholds.shape[0]), jnp.int32), None, None]
+  if class_thresholds is None and not thresholds.shape[0]:
+    return tuple(init)  # Nothing to count: no pass over the classes.
   if class_thresholds is not None:
-    init[1] = (jnp.full((b, r), -jnp.inf, jnp.float32), jnp.full((b, r), -1, jnp.int32))
+    init[1] = (jnp.full((b, r), -jnp.inf, jnp.float32),
+               (jnp.full((b, r), -1, jnp.int32), jnp.zeros((b, r), jnp.float32)))
     init[2] = jnp.zeros((b,), jnp.int32)
 
   def add(carry, scores, start):
@@ -145,8 +153,8 @@ def eval_fns(model, objective, *, r: int, use_fused: bool, chunk_size: int, mesh
     at = fused_heads.scores_at(head, x, heads, outputs, batch["label_ids"], **opts)
     above, margin, class_above = _fused_threshold_stats(head, x, heads, outputs, thresholds,
                                                         class_thresholds, r, opts)
-    mv, mi = margin if margin is not None else (None, None)
-    return PassOne(values, ids, counts_fn(outputs), at, above, mv, mi, class_above)
+    mv, (mi, ms) = margin if margin is not None else (None, (None, None))
+    return PassOne(values, ids, counts_fn(outputs), at, above, mv, mi, class_above, ms)
 
   def pass_two(state, batch, classes, thresholds, pooled):
     outputs = apply(state, batch)

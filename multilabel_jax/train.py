@@ -4,7 +4,8 @@ As in flax's ``examples/imagenet``: a pure :func:`make_train_step` and :func:`ma
 at the top level (testable alone, and usable from a notebook), and a
 :func:`train_and_evaluate` that reads top to bottom: data, objective and model, mesh and
 sharded state, checkpoint restore, the loop (logging, periodic validation, checkpoints),
-the final evaluation under every decoder (:mod:`multilabel_jax.report`).
+the final evaluation under every decoder (:mod:`multilabel_jax.report`), and what
+prediction needs besides the params: ``calibration.json`` (:mod:`multilabel_jax.calibration`).
 
 Resumption is exact: the batch of step s is a pure function of (seed, s), dropout keys are
 ``fold_in(seed, s)``, and the checkpoint holds params, optimizer and model state, the step
@@ -34,6 +35,7 @@ from clu import metric_writers, periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from multilabel_jax import builders, checkpointing, configs, models, optim, report, scoring
+from multilabel_jax import calibration as calibration_lib
 import multilabel_jax.data as data_lib
 
 
@@ -185,6 +187,7 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
   train_data, eval_data = builders.build_pipelines(config, source)
   label_stats = train_data.label_stats
   objective = builders.build_objective(config, source, label_stats)
+  report.check_predict_decoder(config, objective, info.num_classes)
   use_fused = builders.use_fused_head(config, objective)
   model = builders.build_model(config, objective, source)
   mesh = make_mesh(config)
@@ -261,6 +264,12 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
 
   # --- Final evaluation under every decoder, and the report.
   result = report.final_evaluation(config, source, eval_data, objective, scorer(), label_stats)
+  calibration = result.pop("_calibration")
+  if is_main:  # What prediction needs besides the params (multilabel_jax.inference).
+    calibration_lib.save_artifact(
+        workdir, step=step, objective=objective, calibration=calibration,
+        r=report.eval_r(config, info.num_classes), top_ks=config.eval.top_ks,
+        predict=result["predict"], data=report.prediction_data(source))
   val = {f"val_{k}": v for k, v in result["validation"]["ranking"].items()}
   history.append({"step": step, **val})
   writer.write_scalars(step, val)

@@ -70,6 +70,11 @@ class Objective:
       (two-head's k); None: K is the mean label count on validation.
     top_k_prefix: report name of its top-k decoders (``nearest`` for embeddings).
     summary: what it built from the training data, for the run report.
+    rebuild_options: what it built from the training data that its scores or decoders need
+      (the embedding table, the two-head's k), as options: ``get_objective(name, C,
+      **options_of_the_config, **rebuild_options)`` without ``data`` rebuilds the same
+      objective (prediction, :mod:`multilabel_jax.inference`; arrays are stored in the
+      run's calibration file).
   """
   name: str
   head_outputs: Mapping[str, HeadOutput]
@@ -85,6 +90,7 @@ class Objective:
   average_k: Optional[float] = None
   top_k_prefix: str = "top"
   summary: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  rebuild_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def natural_decoder(self) -> str:
@@ -231,7 +237,7 @@ def two_head_objective(num_classes, *, k=None, weight=1.0, bias_init=None, data=
           o["logits"], o["multilabel_logits"], y, k=k, weight=weight, where=w),
       scores_fn=lambda o: jax.nn.sigmoid(o["multilabel_logits"].astype(jnp.float32)),
       decoder="average_k", decoder_params={"k": k}, options={"k": k, "weight": weight},
-      fused=fused_heads.two_head_head(k, weight), average_k=k)
+      fused=fused_heads.two_head_head(k, weight), average_k=k, rebuild_options={"k": k})
 
 
 def _count_head(num_classes, mean_labels, bias_init):
@@ -305,7 +311,8 @@ def embedding_objective(num_classes, *, embeddings=None, dim=64, smoothing=1.0, 
       scores_fn=lambda o: embedding.embedding_scores(o["embedding"], table),
       decoder="nearest", decoder_params={"k": k}, empty_rows_masked=True,
       options={"k": k, "dim": table.shape[1], "smoothing": smoothing},
-      fixed_threshold=None, top_k_prefix="nearest", summary=summary)
+      fixed_threshold=None, top_k_prefix="nearest", summary=summary,
+      rebuild_options={"embeddings": np.asarray(table)})
 
 
 OBJECTIVES: dict[str, Callable[..., Objective]] = {

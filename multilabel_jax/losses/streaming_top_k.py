@@ -28,12 +28,16 @@ _F32 = jnp.float32
 def merge_top_k(values_a, ids_a, values_b, ids_b, k: int):
   """Top-k of the union of two candidate sets ``[B, ka]``, ``[B, kb]`` -> ``[B, k]``.
 
-  On ties, candidates of ``a`` come first (put the lower ids in ``a``).
+  ``ids_a`` and ``ids_b`` may also be tuples of ``[B, ka]`` / ``[B, kb]`` arrays that travel
+  with the values (ids and the scores at them, say); a tuple is returned then. On ties,
+  candidates of ``a`` come first (put the lower ids in ``a``).
   """
   values = jnp.concatenate([values_a, values_b], axis=-1)
-  ids = jnp.concatenate([ids_a, ids_b], axis=-1)
   top, pos = lax.top_k(values, k)
-  return top, jnp.take_along_axis(ids, pos, axis=-1)
+  if isinstance(ids_a, tuple):
+    return top, tuple(jnp.take_along_axis(jnp.concatenate([a, b], axis=-1), pos, axis=-1)
+                      for a, b in zip(ids_a, ids_b))
+  return top, jnp.take_along_axis(jnp.concatenate([ids_a, ids_b], axis=-1), pos, axis=-1)
 
 
 def check_k(k, num_classes):
