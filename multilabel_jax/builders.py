@@ -78,6 +78,18 @@ def build_objective(config, source, label_stats) -> losses.Objective:
                               **config.objective_options.to_dict())
 
 
+def rebuild_objective(config, num_classes: int, rebuild_options) -> losses.Objective:
+  """The run's objective without its training data: the config's options plus what the
+  objective built from the data (``Objective.rebuild_options``, stored in the run's
+  calibration file)."""
+  if config.objective not in losses.OBJECTIVES:
+    raise ValueError(f"the run's objective {config.objective!r} is not registered in this "
+                     f"process; register it (losses.register_objective) before loading, or "
+                     f"choose one of {sorted(losses.OBJECTIVES)}.")
+  options = {**config.objective_options.to_dict(), **dict(rebuild_options)}
+  return losses.get_objective(config.objective, num_classes, **options)
+
+
 def use_fused_head(config, objective) -> bool:
   """Whether the run trains and scores through ``objective.fused`` (no ``[B, C]`` arrays).
 

@@ -7,7 +7,8 @@
 * :func:`save`: one checkpoint holds the train state (``state``, orbax standard format) and
   the input pipeline's counts of skipped/truncated labels (``data_stats``, JSON), so the
   report's counts cover the whole run across resumes. :func:`load_state` reads the state
-  of a workdir back (notebooks, tests).
+  of a workdir back (notebooks, tests); :func:`load_variables` only its params and model
+  state, checked against the model a config builds (prediction).
 * :func:`restore_latest`: restores the newest *readable* step. A truncated or corrupted
   newer step is moved aside to ``workdir/checkpoints_unreadable/`` with a warning naming
   both steps; if checkpoints exist but none can be read, it raises
@@ -82,6 +83,68 @@ def load_state(workdir, step=None):
     raise FileNotFoundError(f"no checkpoint in {manager.directory}.")
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   return step, restored["state"]
+
+
+def load_variables(workdir, abstract, step=None):
+  """``(step, {"params", "model_state"})`` of a run's checkpoint: only what a model applies
+  with (not the optimizer state), checked against ``abstract`` before anything is read.
+
+  Args:
+    workdir: the run's folder (``workdir/checkpoints``).
+    abstract: ``{"params": ..., "model_state": ...}`` of ``jax.ShapeDtypeStruct`` (e.g.
+      ``jax.eval_shape`` of the model's init): what the run's config builds.
+    step: the step to restore; None: the newest.
+
+  Raises:
+    FileNotFoundError: no checkpoint (or not that step) in ``workdir/checkpoints``.
+    ValueError: a parameter that the checkpoint and ``abstract`` do not both have, or have
+      with other shapes (the message names the first ones): the config or the vocabulary
+      is not the one the checkpoint was trained with.
+
+  Example:
+    >>> abstract = jax.eval_shape(lambda: split(model.init(rng, example_batch)))
+    >>> step, variables = load_variables("runs/debtags-...", abstract)
+  """
+  directory = (pathlib.Path(workdir) / "checkpoints").absolute()
+  steps = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      read_only=True)).all_steps() if directory.is_dir() else []
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint in {directory}: {workdir} is not a trained run "
+                            "(or its training has not saved a step yet).")
+  step = max(steps) if step is None else int(step)
+  if step not in steps:
+    raise FileNotFoundError(f"no checkpoint of step {step} in {directory}; it has steps "
+                            f"{sorted(steps)}.")
+  stored = ocp.PyTreeCheckpointer().metadata(directory / str(step) / "state").item_metadata
+  stored = {k: stored.tree[k] if hasattr(stored, "tree") else stored[k] for k in abstract}
+  _check_shapes(stored, abstract, f"checkpoint step {step} of {workdir}")
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
+  restore_args = jax.tree_util.tree_map(lambda _: ocp.ArrayRestoreArgs(sharding=device), target)
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item=target, restore_args=restore_args, partial_restore=True)))
+  return step, restored["state"]
+
+
+def _check_shapes(stored, abstract, what: str) -> None:
+  def paths(tree):
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
+            for path, leaf in flat}
+
+  have, want = paths(stored), paths(abstract)
+  problems = [f"{p} is {have[p]} in the checkpoint, {want[p]} from the config"
+              for p in sorted(set(have) & set(want)) if have[p] != want[p]]
+  problems += [f"{p} is in the checkpoint, not in the model of the config"
+               for p in sorted(set(have) - set(want))]
+  problems += [f"{p} is not in the checkpoint" for p in sorted(set(want) - set(have))]
+  if problems:
+    raise ValueError(f"{what} does not match the model that its config and vocabulary "
+                     f"build: {'; '.join(problems[:3])}"
+                     + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+                     + ". Was config.json or vocab/ changed after training?")
 
 
 def restore_latest(manager: ocp.CheckpointManager, target):

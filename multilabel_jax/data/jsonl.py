@@ -58,6 +58,7 @@ from multilabel_jax.data import text as text_lib
 SPLITS = ("train", "validation", "test")
 VOCAB_FILE = "text_features.json"
 LABELS_FILE = "label_map.json"
+FIELDS_FILE = "record_fields.json"
 
 
 @dataclasses.dataclass
@@ -182,8 +183,10 @@ def _labels(value, field: str) -> List[str]:
   return [str(v) for v in value]
 
 
-def _decode(line: str) -> Dict:
-  """A line -> its JSON object; ValueError if it is not one."""
+def decode_line(line: str) -> Dict:
+  """A line -> its JSON object; ValueError (``invalid JSON (...)``, ``expected a JSON
+  object, got list``) if it is not one. The loader and ``experiments.predict`` read lines
+  with it."""
   try:
     record = json.loads(line)
   except json.JSONDecodeError as e:
@@ -302,7 +305,7 @@ def read_records(config: JsonlConfig, featurizer: text_lib.TextFeaturizer,
         num_lines += 1
         origin = f"{path}:{lineno}"
         try:
-          record = _decode(line)
+          record = decode_line(line)
           file_first = file_first or (origin, _keys(record))
           tokens, labels = _parse(record, config, featurizer, seen)
           if file_split is None:
@@ -347,19 +350,30 @@ def read_records(config: JsonlConfig, featurizer: text_lib.TextFeaturizer,
   return out
 
 
+def record_fields(config: JsonlConfig) -> Dict[str, object]:
+  """What a record is read by, without the file: ``{"text_fields", "token_fields",
+  "id_field", "label_field"}`` (``id_field``: the hash field, which names a record)."""
+  return {"text_fields": list(config.text_fields), "token_fields": list(config.token_fields),
+          "id_field": config.hash_field, "label_field": config.label_field}
+
+
 class JsonlSource(memory.ArraySource):
   """An :class:`~multilabel_jax.data.memory.ArraySource` that also holds the fitted
-  ``featurizer`` and ``label_map`` (save them with :meth:`save_vocab`)."""
+  ``featurizer``, the ``label_map`` and the ``record_fields`` (:func:`record_fields`); save
+  them with :meth:`save_vocab`."""
 
   featurizer: text_lib.TextFeaturizer
   label_map: label_map_lib.LabelMap
+  record_fields: Dict[str, object]
 
   def save_vocab(self, directory) -> None:
-    """Writes ``text_features.json`` and ``label_map.json`` into ``directory``."""
+    """Writes ``text_features.json``, ``label_map.json`` and ``record_fields.json`` into
+    ``directory``."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     self.featurizer.save(directory / VOCAB_FILE)
     self.label_map.save(directory / LABELS_FILE)
+    (directory / FIELDS_FILE).write_text(json.dumps(self.record_fields, indent=2))
 
 
 def load_vocab(directory) -> Tuple[text_lib.TextFeaturizer, label_map_lib.LabelMap]:
@@ -367,6 +381,11 @@ def load_vocab(directory) -> Tuple[text_lib.TextFeaturizer, label_map_lib.LabelM
   directory = pathlib.Path(directory)
   return (text_lib.TextFeaturizer.load(directory / VOCAB_FILE),
           label_map_lib.LabelMap.load(directory / LABELS_FILE))
+
+
+def load_record_fields(directory) -> Dict[str, object]:
+  """The :func:`record_fields` saved by :meth:`JsonlSource.save_vocab`."""
+  return json.loads((pathlib.Path(directory) / FIELDS_FILE).read_text())
 
 
 def load_jsonl(config: JsonlConfig, *, featurizer: Optional[text_lib.TextFeaturizer] = None,
@@ -433,4 +452,5 @@ def load_jsonl(config: JsonlConfig, *, featurizer: Optional[text_lib.TextFeaturi
                        num_embeddings=featurizer.num_embeddings)
   source.featurizer = featurizer
   source.label_map = label_map
+  source.record_fields = record_fields(config)
   return source
