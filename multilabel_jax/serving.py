@@ -86,8 +86,9 @@ class ExportedModel:
       raise ValueError(f"{path / META_FILE}: format {self.meta.get('format')!r}, expected "
                        f"{FORMAT!r}.")
     self.exported = jax.export.deserialize(bytearray((path / MODEL_FILE).read_bytes()))
-    with np.load(path / VARIABLES_FILE) as npz:
-      self.variables = {k: npz[k] for k in npz.files}
+    with np.load(path / VARIABLES_FILE) as npz:  # On the device once, not at every call.
+      self.variables = jax.device_put({k: npz[k] for k in npz.files})
+    self._call = jax.jit(self.exported.call)
     self.labels = list(self.meta["labels"])
 
   def __call__(self, batch: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -98,7 +99,7 @@ class ExportedModel:
       raise ValueError(f"the exported model reads inputs {sorted(self.meta['inputs'])}; "
                        f"missing {missing}.")
     arrays = {k: np.asarray(batch[k], dtype) for k, (_, dtype) in self.meta["inputs"].items()}
-    return batched(lambda b: self.exported.call(self.variables, b), arrays,
+    return batched(lambda b: self._call(self.variables, b), arrays,
                    int(self.meta["batch_size"]))
 
   def predict(self, batch: Mapping[str, np.ndarray]) -> List[dict]:
