@@ -8,6 +8,13 @@
 * per-class F1 thresholds, from the counts of exact mAP
   (:meth:`metrics.ExactAveragePrecision.class_thresholds`), equal to
   :func:`losses.decoders.calibrate_class_thresholds` on the full validation scores.
+
+The thresholds are an artifact of the run: :func:`save_artifact` writes them at the end of
+training, with every decoder's rule, the decoder chosen on validation
+(:func:`choose_decoder`), what the objective built from the training data and a fingerprint
+of the config and vocabulary, to ``workdir/calibration.json`` (``format``
+:data:`ARTIFACT_FORMAT`) and ``calibration.npz``; :func:`load_artifact` reads them back for
+:class:`inference.Predictor`.
 """
 
 from __future__ import annotations

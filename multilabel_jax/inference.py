@@ -236,7 +236,8 @@ class Predictor:
         num_embeddings=data.get("num_embeddings")))
     example = {k: jnp.zeros((1, *shape), dtype) for k, (shape, dtype) in data["inputs"].items()}
     abstract = jax.eval_shape(
-        lambda: models.split_variables(nn.unbox(model.init(jax.random.key(0), example))))
+        lambda: models.split_variables(nn.unbox(model.init({"params": jax.random.key(0)},
+                                                            example))))
     abstract = {"params": abstract[0], "model_state": abstract[1]}
     step, variables = checkpointing.load_variables(workdir, abstract, step)
     calibration = artifact["calibration"]

@@ -6,12 +6,15 @@ config argument, ``,runlocal`` after an argument that has one), with a fresh ``-
 and a few overrides that keep them to seconds (:data:`SMALL`; :data:`FULL_SMALL` too for
 ``full``, which also shrinks the 131k-class simulator but keeps its fused head).
 ``experiments.sweep`` commands run as documented plus ``--dry_run``: they list the runs
-still to do against the stored results and train nothing. Synopses with placeholders
+still to do against the stored results and train nothing. ``experiments.predict`` commands
+run as documented on a fresh ``jsonl.py:runlocal`` run (their ``--workdir``), with the
+fixture's readable records as ``--input`` and a fresh ``--output``. Synopses with placeholders
 (``--config=FILE[:ARG]``, ``<config>.py``, ``...``) are not commands and are skipped.
 """
 
 import ast
 import dataclasses
+import json
 import os
 import pathlib
 import re
@@ -88,6 +91,11 @@ def runnable(command: Documented, workdir) -> Tuple[str, ...]:
   """The arguments the test runs ``command`` with."""
   if command.module == "experiments.sweep":
     return command.args + (() if "--dry_run" in command.args else ("--dry_run",))
+  if command.module == "experiments.predict":
+    kept = tuple(a for a in command.args
+                 if a.split("=", 1)[0] not in ("--workdir", "--input", "--output"))
+    return (f"--workdir={workdir}", f"--input={workdir.parent / 'records.jsonl'}",
+            f"--output={workdir.parent / 'labels.jsonl'}") + kept
   assert command.module == "experiments.run", f"no rule to run {command} cheaply"
   out, full = [], False
   for arg in command.args:
@@ -109,8 +117,18 @@ def test_the_documented_commands_are_found():
   tuned = [c for c in COMMANDS if "--config.model_options.dropout=0.5" in c.args]
   assert len(tuned) == 1 and tuned[0].args[0] == "--config=debtags.py:loss=sigmoid"
   assert "--config.model_options.widths=(1024,)" in tuned[0].args
-  assert {c.module for c in COMMANDS} == {"experiments.run", "experiments.sweep"}
+  assert "experiments.predict --workdir=W --input=records.jsonl --output=labels.jsonl" in names
+  assert {c.module for c in COMMANDS} == {"experiments.run", "experiments.sweep",
+                                          "experiments.predict"}
   assert len(SYNOPSES) == 2 and all("--config=" in s for s in SYNOPSES)  # README, ARCHITECTURE.
+
+
+def _is_json(line: str) -> bool:
+  try:
+    json.loads(line)
+  except ValueError:
+    return False
+  return True
 
 
 def _needs_debtags(args) -> bool:
@@ -128,12 +146,22 @@ def test_documented_command_runs(command, tmp_path):
     except FileNotFoundError as e:
       pytest.skip(f"debtags data not available: {e}")
   args = runnable(command, tmp_path / "workdir")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  if command.module == "experiments.predict":  # A run to predict with, and its records.
+    subprocess.run([sys.executable, "-m", "experiments.run", "--config=jsonl.py:runlocal",
+                    f"--workdir={tmp_path / 'workdir'}"], cwd=REPO, capture_output=True,
+                   timeout=900, env=env, check=True)
+    lines = (REPO / "tests" / "fixtures" / "tiny_posts.jsonl").read_text().splitlines()
+    (tmp_path / "records.jsonl").write_text("".join(l + "\n" for l in lines if _is_json(l)))
   out = subprocess.run([sys.executable, "-m", command.module, *args], cwd=REPO,
-                       capture_output=True, text=True, timeout=900,
-                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+                       capture_output=True, text=True, timeout=900, env=env)
   assert out.returncode == 0, (f"{command} (in {', '.join(command.where)}), run as "
                                f"{shlex.join(args)}:\n{out.stderr[-4000:]}")
   if command.module == "experiments.run":
     assert (tmp_path / "workdir" / "report.json").exists()
+  elif command.module == "experiments.predict":
+    written = (tmp_path / "labels.jsonl").read_text().splitlines()
+    assert len(written) == len((tmp_path / "records.jsonl").read_text().splitlines())
+    assert "experiments.predict: " in out.stderr and " 0 skipped" in out.stderr
   else:
     assert "sweep: 0 runs done" in out.stdout

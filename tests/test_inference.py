@@ -16,7 +16,7 @@ from experiments import jsonl as jsonl_config
 from multilabel_jax import builders, calibration, checkpointing, configs, inference, losses
 from multilabel_jax import models
 from multilabel_jax import scoring, serving, train
-from multilabel_jax.data import jsonl
+from tests.train_util import fixture_test_records
 
 C, D = 40, 8
 
@@ -137,21 +137,22 @@ def test_the_workdir_predicts_what_its_evaluation_scored(jsonl_run):
 def test_records_are_featurised_by_the_loaders_function(jsonl_run):
   workdir, config, _ = jsonl_run
   predictor = inference.Predictor.from_workdir(workdir)
-  source, test = _test_split(config)
-  records = []
-  for line in jsonl_config.FIXTURE.read_text().splitlines():
-    try:
-      record = json.loads(line)
-    except ValueError:
-      continue
-    if jsonl.md5_bucket(str(record.get("id")), 10) == 0 and "tags" in record:
-      records.append(record)
+  _, test = _test_split(config)
+  records = fixture_test_records()
   batch = predictor.read(records)
   np.testing.assert_array_equal(batch.arrays["token_ids"], test["token_ids"])
   np.testing.assert_array_equal(batch.arrays["token_weights"], test["token_weights"])
   by_record = predictor.predict(records)
   by_arrays = predictor.predict({k: test[k] for k in ("token_ids", "token_weights")})
   assert by_record == by_arrays and len(by_record) == len(records)
+
+
+def test_an_uncalibrated_step_predicts_with_the_uncalibrated_decoders(jsonl_run):
+  predictor = inference.Predictor.from_workdir(jsonl_run[0], step=1)
+  assert list(predictor.decoders) == ["top_1", "top_3", "top_5", "threshold_0.5"]
+  assert predictor.decoder == "top_1"  # The natural one: the stored choice is calibrated.
+  with pytest.raises(ValueError, match=r"unknown decoder 'average_k' for this run"):
+    predictor.predict([{"title": "quick"}], decoder="average_k")
 
 
 def test_a_record_without_a_known_token_gets_a_prediction_from_the_biases(jsonl_run):
@@ -177,6 +178,9 @@ def test_export_round_trips_with_the_same_ids_and_scores(jsonl_run, tmp_path):
         {k: r[k] for k in ("labels", "scores")} for r in predictor.predict(arrays, decoder)]
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["decoder"] == decoder and meta["labels"] == predictor.label_names
+    if decoder == "class_thresholds":  # The thresholds travel with the export.
+      np.testing.assert_array_equal(meta["rule"]["thresholds"],
+                                    predictor.calibration["class_thresholds"])
   assert meta["rule"] == predictor.decoders[predictor.decoder]
 
 

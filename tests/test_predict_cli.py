@@ -16,8 +16,7 @@ import pytest
 from experiments import jsonl as jsonl_config
 from experiments import predict
 from multilabel_jax import inference, serving, train
-from multilabel_jax.data import jsonl
-from tests.train_util import tiny_config
+from tests.train_util import fixture_test_records, tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -114,18 +113,6 @@ def test_hashtag_world_feature_records_through_a_fused_head(tmp_path, capsys):
   assert report["predict"]["decoder"] == predictor.decoder
 
 
-def _test_records():
-  records = []
-  for line in jsonl_config.FIXTURE.read_text().splitlines():
-    try:
-      record = jsonl.decode_line(line)
-    except ValueError:
-      continue
-    if "tags" in record and jsonl.md5_bucket(str(record.get("id")), 10) == 0:
-      records.append(record)
-  return records
-
-
 @pytest.mark.slow
 def test_a_cli_run_then_cli_predict_gives_what_the_evaluation_scored(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -133,7 +120,7 @@ def test_a_cli_run_then_cli_predict_gives_what_the_evaluation_scored(tmp_path):
                         f"--workdir={tmp_path / 'run'}"], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=900)
   assert run.returncode == 0, run.stderr[-3000:]
-  records = _test_records()
+  records = fixture_test_records()
   (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
   out = subprocess.run([sys.executable, "-m", "experiments.predict",
                         f"--workdir={tmp_path / 'run'}", f"--input={tmp_path / 'test.jsonl'}",

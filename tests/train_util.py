@@ -1,6 +1,8 @@
-"""Tiny configs for train-loop tests."""
+"""Tiny configs for train-loop tests, and the test split of the JSONL fixture."""
 
 from experiments import hashtag_pretrain
+from experiments import jsonl as jsonl_config
+from multilabel_jax.data import jsonl
 
 
 def tiny_config(loss="softmax", **data_options):
@@ -24,3 +26,17 @@ def tiny_config(loss="softmax", **data_options):
 def get_config(arg=None):
   """Lets the CLI load this file: ``--config=tests/train_util.py:<loss>``."""
   return tiny_config(arg or "softmax")
+
+
+def fixture_test_records():
+  """The readable records of tests/fixtures/tiny_posts.jsonl in its test split (md5 bucket
+  0 of ``id``), in file order: what ``jsonl.py:runlocal`` evaluates on."""
+  records = []
+  for line in jsonl_config.FIXTURE.read_text().splitlines():
+    try:
+      record = jsonl.decode_line(line)
+    except ValueError:
+      continue
+    if "tags" in record and jsonl.md5_bucket(str(record.get("id")), 10) == 0:
+      records.append(record)
+  return records
