@@ -343,3 +343,35 @@ def test_empty_train_split_names_the_file(tmp_path):
   with pytest.raises(ValueError, match=(rf"^jsonl \({path}\): the train split is empty \(1 "
                                         r"validation\); cannot fit")):
     jsonl.load_jsonl(_plain(path))
+
+
+def test_char_ngrams_brute_force():
+  assert jsonl.char_ngrams("vim", (3, 4)) == ["^vi", "vim", "im$", "^vim", "vim$"]
+  for value in ("a", "python3-numpy", "libc6"):
+    for lo, hi in ((1, 1), (2, 4), (3, 5)):
+      s = "^" + value + "$"
+      want = sorted(s[i:j] for i in range(len(s)) for j in range(i + 1, len(s) + 1)
+                    if lo <= j - i <= hi)
+      assert sorted(jsonl.char_ngrams(value, (lo, hi))) == want
+
+
+def test_ngram_fields_add_tokens_in_training_and_in_document(tmp_path):
+  path = _write(tmp_path, [
+      {"id": 1, "name": "vim", "body": "editor", "tags": ["a"], "split": "train"},
+      {"id": 2, "name": "vim-gtk", "body": "editor", "tags": ["a", "b"], "split": "train"},
+  ])
+  config = jsonl.JsonlConfig(path=str(path), split="field",
+                             text_fields=("body",),
+                             ngram_fields=("name",), ngram_range=(3, 3),
+                             text={"weighting": "binary", "norm": None})
+  src = jsonl.load_jsonl(config)
+  # Every 3-gram of ^vim$ and ^vim-gtk$ is in the vocabulary, prefixed by its field.
+  want = {"name#" + g for v in ("vim", "vim-gtk") for g in jsonl.char_ngrams(v, (3, 3))}
+  assert want | {"editor"} == set(src.featurizer.vocabulary)
+  tokens = jsonl.document({"name": "vim", "body": "editor"}, src.featurizer,
+                          **{k: v for k, v in jsonl.record_fields(config).items()
+                             if k not in ("id_field", "label_field")})
+  assert tokens == ["editor", "name#^vi", "name#vim", "name#im$"]
+  assert jsonl.record_fields(config)["ngram_fields"] == ["name"]
+  with pytest.raises(ValueError, match=r"ngram_range must be \(min_n, max_n\)"):
+    jsonl.JsonlConfig(path=str(path), ngram_range=(4, 2))

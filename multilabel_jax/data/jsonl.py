@@ -11,7 +11,10 @@ Inputs are bag-of-words features from :mod:`multilabel_jax.data.text`: ``token_i
 ``[T]`` (padded with 0) and ``token_weights`` float32 ``[T]``. The text of a record is its
 ``text_fields`` joined by newlines (a list value is joined by spaces); each value of a
 ``token_fields`` field becomes one whole token ``"field=value"`` (e.g. ``"depends=python3"``),
-not split into words.
+not split into words; each value of an ``ngram_fields`` field adds its character n-grams
+(``ngram_range``, inclusive, of the value between ``^`` and ``$``) as tokens
+``"field#gram"`` (``"package#^py"``, ``"package#ython"``): a package or user name tells
+more in its pieces (``lib``, ``-dev``, ``python3-``) than as a whole word.
 
 Splits (``split``):
 
@@ -74,6 +77,8 @@ class JsonlConfig:
     split_field, split_values: the field split rule (record value -> split name).
     text_fields: keys whose values (string or list of strings) make the text.
     token_fields: keys whose values become whole ``"key=value"`` tokens.
+    ngram_fields: keys whose values add their character n-grams as ``"key#gram"`` tokens.
+    ngram_range: ``(min_n, max_n)`` of those n-grams, inclusive.
     label_field: key of the label list (strings or integers, used as names).
     max_labels: L; None: the most distinct labels of a training record.
     min_label_count: keep labels seen in at least this many training records.
@@ -94,6 +99,8 @@ class JsonlConfig:
       "test": "test"})
   text_fields: Sequence[str] = ("title", "synopsis", "description", "text")
   token_fields: Sequence[str] = ()
+  ngram_fields: Sequence[str] = ()
+  ngram_range: Tuple[int, int] = (3, 5)
   label_field: str = "tags"
   max_labels: Optional[int] = None
   min_label_count: int = 1
@@ -110,6 +117,10 @@ class JsonlConfig:
       raise ValueError("JsonlConfig.split='files' needs `files` (split name -> path).")
     if self.split != "files" and not self.path:
       raise ValueError(f"JsonlConfig.split={self.split!r} needs `path`.")
+    lo, hi = self.ngram_range
+    if not 1 <= lo <= hi:
+      raise ValueError(f"JsonlConfig.ngram_range must be (min_n, max_n) with 1 <= min_n <= "
+                       f"max_n, got {tuple(self.ngram_range)}.")
 
 
 def md5_bucket(key: str, modulus: int) -> int:
@@ -196,20 +207,34 @@ def decode_line(line: str) -> Dict:
   return record
 
 
+def char_ngrams(value: str, ngram_range: Tuple[int, int] = (3, 5)) -> List[str]:
+  """Character n-grams of ``"^" + value + "$"``, shortest first, in order of position.
+
+  >>> char_ngrams("vim", (3, 4))
+  ['^vi', 'vim', 'im$', '^vim', 'vim$']
+  """
+  s = f"^{value}$"
+  lo, hi = ngram_range
+  return [s[i:i + n] for n in range(lo, hi + 1) for i in range(len(s) - n + 1)]
+
+
 def document(record: Mapping, featurizer: text_lib.TextFeaturizer, *,
              text_fields: Sequence[str], token_fields: Sequence[str] = (),
+             ngram_fields: Sequence[str] = (), ngram_range: Tuple[int, int] = (3, 5),
              seen: Optional[set] = None) -> List[str]:
   """The tokens of one record, as the loader reads it (training and prediction alike).
 
   The values of ``text_fields`` the record has are joined by newlines (a list value by
   spaces) and tokenised by ``featurizer``; then each value of a ``token_fields`` field
-  becomes one whole token ``"field=value"``.
+  becomes one whole token ``"field=value"``, and each value of an ``ngram_fields`` field
+  adds its :func:`char_ngrams` as tokens ``"field#gram"``.
 
   Args:
     record: one JSON object (a dict).
     featurizer: the run's :class:`text.TextFeaturizer` (its tokenisation settings).
-    text_fields, token_fields: the keys to read (``JsonlConfig.text_fields`` and
-      ``token_fields``).
+    text_fields, token_fields, ngram_fields: the keys to read (``JsonlConfig``'s fields of
+      those names).
+    ngram_range: ``(min_n, max_n)`` of the character n-grams.
     seen: optional set; the text and token fields the record has are added to it.
 
   Returns:
@@ -235,6 +260,11 @@ def document(record: Mapping, featurizer: text_lib.TextFeaturizer, *,
     if field in record:
       seen.add(field)
       tokens.extend(f"{field}={v}" for v in _values(record[field], field))
+  for field in ngram_fields:
+    if field in record:
+      seen.add(field)
+      for v in _values(record[field], field):
+        tokens.extend(f"{field}#{g}" for g in char_ngrams(v, ngram_range))
   return tokens
 
 
@@ -246,8 +276,7 @@ def _parse(record: Dict, config: JsonlConfig, featurizer: text_lib.TextFeaturize
     raise _NoLabelField(f"no label field {config.label_field!r} (the line has "
                         f"{_keys(record)})")
   labels = _labels(record[config.label_field], config.label_field)
-  tokens = document(record, featurizer, text_fields=config.text_fields,
-                    token_fields=config.token_fields, seen=seen)
+  tokens = document(record, featurizer, **_document_fields(config), seen=seen)
   return tokens, labels
 
 
@@ -350,11 +379,18 @@ def read_records(config: JsonlConfig, featurizer: text_lib.TextFeaturizer,
   return out
 
 
+def _document_fields(config: JsonlConfig) -> Dict[str, object]:
+  """The keyword arguments of :func:`document` that ``config`` sets."""
+  return {"text_fields": tuple(config.text_fields), "token_fields": tuple(config.token_fields),
+          "ngram_fields": tuple(config.ngram_fields), "ngram_range": tuple(config.ngram_range)}
+
+
 def record_fields(config: JsonlConfig) -> Dict[str, object]:
-  """What a record is read by, without the file: ``{"text_fields", "token_fields",
-  "id_field", "label_field"}`` (``id_field``: the hash field, which names a record)."""
-  return {"text_fields": list(config.text_fields), "token_fields": list(config.token_fields),
-          "id_field": config.hash_field, "label_field": config.label_field}
+  """What a record is read by, without the file: :func:`document`'s keyword arguments
+  (``text_fields``, ``token_fields``, ``ngram_fields``, ``ngram_range``) plus ``id_field``
+  (the hash field, which names a record) and ``label_field``."""
+  fields = {k: list(v) for k, v in _document_fields(config).items()}
+  return {**fields, "id_field": config.hash_field, "label_field": config.label_field}
 
 
 class JsonlSource(memory.ArraySource):
