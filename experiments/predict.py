@@ -6,7 +6,8 @@ r"""Tags records with a trained run: one JSON line out per JSON line in, in orde
 
 Each input line is a record with the data source's own fields (debtags: ``package``,
 ``section``, ``synopsis``, ``description``, ``depends``; a JSONL run: its text fields;
-hashtag_world: ``{"features": [...]}``). Each output line holds the input's id field when
+hashtag_world: ``{"features": [...]}``; an XMC run reads its format's lines, ``f:v f:v``).
+Each output line holds the input's id field when
 it has one (``package``, ``id``), its 1-based ``line``, the ``labels`` and ``scores`` of
 the decoder (default: the one the run chose on validation, ``calibration.json``), with
 ``--top_k=K`` the K best labels (``top_k``), ``"no_known_tokens": true`` for a text with no
@@ -125,7 +126,8 @@ def predict_file(predictor, args, out, progress) -> Summary:
     summary.records += 1
     record, doc, error = None, None, None
     try:
-      record = jsonl.decode_line(line)
+      raw = getattr(predictor.reader, "reads_lines", False)  # XMC: its own line format.
+      record = line if raw else jsonl.decode_line(line)
       doc = predictor.reader.document(record)
     except ValueError as e:  # inference.RecordError is one.
       error = str(e)

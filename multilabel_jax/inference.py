@@ -14,8 +14,9 @@ records as the training loader does (:func:`data.jsonl.document`)::
   predictor.scores(records)       # float32 [B, C] (materialises every class: small heads)
   predictor.export("served/")     # jax.export; multilabel_jax.serving.load("served/")
 
-Inputs are raw records (dicts with the data source's fields: the text fields of JSONL,
-debtags and other text sources; ``{"features": [D floats]}`` for hashtag_world), a batch
+Inputs are raw records (dicts with the data source's fields: the text fields of JSONL and
+debtags; ``{"features": [D floats]}`` for hashtag_world; an XMC run takes its format's
+lines, ``"f:v f:v ..."``), a batch
 dict of arrays (what the model reads: ``{"token_ids": [B, T], "token_weights": [B, T]}``,
 ``{"features": [B, D]}``), or a :class:`Batch` from :meth:`Predictor.read`.
 
@@ -45,6 +46,7 @@ from multilabel_jax import builders, calibration as calibration_lib, checkpointi
 from multilabel_jax import models, scoring, serving
 from multilabel_jax.data import jsonl
 from multilabel_jax.data import text as text_lib
+from multilabel_jax.data import xmc
 
 
 class RecordError(ValueError):
@@ -71,6 +73,8 @@ class TextReader:
     self.featurizer = featurizer
     self.text_fields = tuple(fields["text_fields"])
     self.token_fields = tuple(fields["token_fields"])
+    self.ngram_fields = tuple(fields.get("ngram_fields", ()))
+    self.ngram_range = tuple(fields.get("ngram_range", (3, 5)))
     self.id_field = fields.get("id_field")
 
   def document(self, record) -> List[str]:
@@ -81,7 +85,8 @@ class TextReader:
     seen: set = set()
     try:
       tokens = jsonl.document(record, self.featurizer, text_fields=self.text_fields,
-                              token_fields=self.token_fields, seen=seen)
+                              token_fields=self.token_fields, ngram_fields=self.ngram_fields,
+                              ngram_range=self.ngram_range, seen=seen)
     except ValueError as e:
       raise RecordError(str(e)) from None
     if not seen:
@@ -92,6 +97,41 @@ class TextReader:
 
   def batch(self, documents: Sequence[List[str]]) -> Batch:
     ids, weights, _ = self.featurizer.transform(documents)
+    return Batch({"token_ids": ids, "token_weights": weights},
+                 np.all(ids == text_lib.PAD_TOKEN_ID, axis=1))
+
+
+class XmcReader:
+  """Points of an XMC run (Extreme Classification Repository lines, ``"l1,l2 f:v f:v"`` or
+  ``" f:v ..."``; labels are ignored) -> ``token_ids``/``token_weights``, as
+  :func:`data.xmc.load_xmc` reads them (:func:`data.xmc.parse_line`,
+  :func:`data.xmc.sparse_features`, :func:`data.xmc.pack_features`).
+
+  Args:
+    state: the run's ``vocab/xmc_features.json`` (``num_features``, ``max_features``,
+      ``normalize``).
+  """
+
+  reads_lines = True  # experiments.predict passes each line as it is, not as JSON.
+  id_field = None
+
+  def __init__(self, state: Mapping[str, Any]):
+    self.state = dict(state)
+
+  def document(self, record):
+    line = record.get("features") if isinstance(record, dict) else record
+    if not isinstance(line, str):
+      raise RecordError(f"expected an XMC line 'f:v f:v ...' (or {{\"features\": line}}), got "
+                        f"{type(line).__name__}")
+    try:
+      _, ids, values = xmc.parse_line(line.rstrip("\n"))
+    except ValueError as e:
+      raise RecordError(str(e)) from None
+    return xmc.sparse_features(ids, values, self.state["num_features"])[0]
+
+  def batch(self, documents) -> Batch:
+    ids, weights, _ = xmc.pack_features(list(documents), self.state["max_features"],
+                                        normalize=self.state["normalize"])
     return Batch({"token_ids": ids, "token_weights": weights},
                  np.all(ids == text_lib.PAD_TOKEN_ID, axis=1))
 
@@ -158,7 +198,8 @@ class Predictor:
     objective: the :class:`losses.Objective`.
     variables: ``{"params", "model_state"}``.
     label_names: ``[C]`` class names.
-    reader: a :class:`TextReader` or :class:`ArrayReader` for raw records.
+    reader: a :class:`TextReader`, :class:`XmcReader` or :class:`ArrayReader` for raw
+      records.
     calibration: thresholds (:func:`calibration.calibrate`'s form); empty: the uncalibrated
       decoders only (top-k, fixed threshold, by count).
     decoder: the default decoder (None: the objective's natural one when it applies).
@@ -228,6 +269,8 @@ class Predictor:
                          f"the run has {num_classes} classes: not this run's label map.")
       names = label_map.names
       reader = TextReader(featurizer, jsonl.load_record_fields(workdir / "vocab"))
+    elif (workdir / "vocab" / xmc.FEATURES_FILE).is_file():
+      reader = XmcReader(json.loads((workdir / "vocab" / xmc.FEATURES_FILE).read_text()))
     else:
       reader = ArrayReader(data["inputs"])
     objective = builders.rebuild_objective(config, num_classes,

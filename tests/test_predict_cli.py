@@ -148,3 +148,26 @@ def test_a_cli_run_then_cli_predict_gives_what_the_evaluation_scored(tmp_path):
     np.testing.assert_array_equal(got[key], want[key])
   assert [row["top_k"]["labels"] for row in rows] == [
       [predictor.label_names[i] for i in ids] for ids in got["top_ids"]]
+
+
+def test_an_xmc_run_reads_its_own_lines_as_its_loader_did(tmp_path, capsys):
+  from experiments import xmc as xmc_config  # pylint: disable=g-import-not-at-top
+  config = xmc_config.get_config("runlocal")
+  config.async_checkpoints = False
+  report = train.train_and_evaluate(config, tmp_path / "run")
+  predictor = inference.Predictor.from_workdir(tmp_path / "run")
+  assert isinstance(predictor.reader, inference.XmcReader)
+  test_file = xmc_config.FIXTURE_DIR / "test.txt"
+  header, *lines = test_file.read_text().splitlines()
+  del header
+  (tmp_path / "in.txt").write_text("\n".join(lines + ["0 7:x"]) + "\n")
+  code, err = _run(capsys, f"--workdir={tmp_path / 'run'}", f"--input={tmp_path / 'in.txt'}",
+                   f"--output={tmp_path / 'out.jsonl'}", "--decoder=top_1")
+  assert code == 0, err
+  out = [json.loads(l) for l in (tmp_path / "out.jsonl").read_text().splitlines()]
+  assert out[-1] == {"line": len(lines) + 1, "error": "bad feature '7:x' (expected id:value)"}
+  truth = [{int(l) for l in line.split()[0].split(",")} if ":" not in line.split()[0]
+           else set() for line in lines]
+  hits = [int(row["labels"][0]) in t for row, t in zip(out, truth)]
+  assert report["test"]["num_examples"] == len(lines)
+  assert np.mean(hits) == pytest.approx(report["test"]["ranking"]["precision_at_1"], abs=1e-6)

@@ -31,8 +31,10 @@ first bad line), strict or not.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+import pathlib
 from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -131,6 +133,16 @@ def parse_line(line: str) -> Tuple[List[int], List[int], List[float]]:
   return labels, ids, values
 
 
+def sparse_features(ids, values, num_features: int):
+  """A point's ``(feature ids, values)`` as read: ids outside ``[0, num_features)`` dropped,
+  repeated ids summed. Returns ``((unique ids, values), the dropped ids)``."""
+  ids = np.asarray(ids, np.int64)
+  values = np.asarray(values, np.float64)
+  ok = (ids >= 0) & (ids < num_features)
+  uniq, inverse = np.unique(ids[ok], return_inverse=True)  # Repeated features: summed.
+  return (uniq, np.bincount(inverse, weights=values[ok], minlength=len(uniq))), ids[~ok]
+
+
 def read_xmc(path: str, *, stats: Optional[base.DataStats] = None,
              strict: bool = False) -> XmcFile:
   """Parses one XMC file; malformed lines and out-of-range feature ids are counted."""
@@ -158,17 +170,13 @@ def read_xmc(path: str, *, stats: Optional[base.DataStats] = None,
         stats.malformed_lines += 1
         first_bad = first_bad or f"{origin}: malformed line: {e}"
         continue
-      ids = np.asarray(ids, np.int64)
-      values = np.asarray(values, np.float64)
-      ok = (ids >= 0) & (ids < num_features)
-      if not ok.all():
+      kept, bad = sparse_features(ids, values, num_features)
+      if len(bad):
         if strict:
-          raise ValueError(f"{origin}: feature id(s) {ids[~ok][:5].tolist()} outside "
+          raise ValueError(f"{origin}: feature id(s) {bad[:5].tolist()} outside "
                            f"[0, {num_features}).")
-        stats.out_of_range_ids += int((~ok).sum())
-        ids, values = ids[ok], values[ok]
-      uniq, inverse = np.unique(ids, return_inverse=True)  # Repeated features: summed.
-      features.append((uniq, np.bincount(inverse, weights=values, minlength=len(uniq))))
+        stats.out_of_range_ids += len(bad)
+      features.append(kept)
       labels.append(point_labels)
       origins.append(origin)
       points.append(point)
@@ -243,7 +251,25 @@ def pack_features(features: List[Tuple[np.ndarray, np.ndarray]], max_features: i
   return ids, weights, dropped
 
 
-def load_xmc(config: XmcConfig) -> memory.ArraySource:
+FEATURES_FILE = "xmc_features.json"
+
+
+class XmcSource(memory.ArraySource):
+  """An :class:`~multilabel_jax.data.memory.ArraySource` that also holds how a point's
+  features become inputs (``feature_state``: ``num_features``, ``max_features``,
+  ``normalize``), saved with :meth:`save_vocab` so that a trained run reads new points as
+  its loader did (:class:`inference.XmcReader`)."""
+
+  feature_state: dict
+
+  def save_vocab(self, directory) -> None:
+    """Writes ``xmc_features.json`` into ``directory``."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / FEATURES_FILE).write_text(json.dumps(self.feature_state))
+
+
+def load_xmc(config: XmcConfig) -> XmcSource:
   """Reads every split file of an XMC dataset into memory.
 
   Returns:
@@ -299,5 +325,8 @@ def load_xmc(config: XmcConfig) -> memory.ArraySource:
       train_label_counts=label_map_lib.train_label_counts(arrays["train"]["label_ids"],
                                                     train.num_labels),
       num_train_examples=len(arrays["train"]["label_ids"]), stats=total)
-  return memory.ArraySource(info, arrays, split_stats=split_stats,
-                            num_embeddings=train.num_features + 1)
+  source = XmcSource(info, arrays, split_stats=split_stats,
+                     num_embeddings=train.num_features + 1)
+  source.feature_state = {"num_features": train.num_features, "max_features": max_features,
+                          "normalize": config.normalize}
+  return source
