@@ -16,7 +16,7 @@ from experiments import jsonl as jsonl_config
 from multilabel_jax import builders, calibration, checkpointing, configs, inference, losses
 from multilabel_jax import models
 from multilabel_jax import scoring, serving, train
-from tests.train_util import fixture_test_records
+from tests.train_util import fixture_test_records, tiny_config
 
 C, D = 40, 8
 
@@ -333,3 +333,17 @@ def test_a_workdir_written_before_the_predict_keys_resumes(tmp_path):
   config.predict.decoder = "top_1"
   with pytest.raises(ValueError, match=r"differing keys: predict\. Use a fresh --workdir"):
     configs.check_workdir(config, tmp_path)
+
+
+def test_an_embedding_run_predicts_with_its_stored_label_embeddings(tmp_path):
+  config = tiny_config("embedding")
+  report = train.train_and_evaluate(config, tmp_path)
+  stored = np.load(tmp_path / "calibration.npz")["objective/embeddings"]
+  assert stored.shape == (64, 8)  # Built from the training labels, not rebuildable without.
+  predictor = inference.Predictor.from_workdir(tmp_path)
+  np.testing.assert_array_equal(predictor.objective.rebuild_options["embeddings"], stored)
+  assert predictor.decoder == report["predict"]["decoder"]
+  test = builders.build_source(config).read("test", np.arange(96))
+  top = predictor.decode({"features": test["features"]}, "nearest_1")["ids"][:, 0]
+  p_at_1 = np.mean([t in row for t, row in zip(top, test["label_ids"])])
+  assert p_at_1 == pytest.approx(report["test"]["ranking"]["precision_at_1"], abs=1e-6)

@@ -7,10 +7,11 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from multilabel_jax import labels as labels_lib
-from multilabel_jax import losses, train
+from multilabel_jax import inference, losses, train
 from multilabel_jax.losses import objectives as objectives_lib
 from tests.train_util import tiny_config
 
@@ -54,6 +55,9 @@ def test_an_objective_registered_from_outside_trains_and_evaluates(tmp_path, bri
   assert 0 < report["test"]["ranking"]["precision_at_1"] <= 1
   assert 0 < report["test"]["ranking"]["map"] <= 1
   assert report["train"]["final_loss"] > 0
+  predictor = inference.Predictor.from_workdir(tmp_path)  # Prediction asks no name either.
+  assert predictor.objective.name == "brier" and predictor.decoder == report["predict"]["decoder"]
+  assert len(predictor.top_k({"features": np.zeros((3, 16), np.float32)}, k=2)[2]["labels"]) == 2
   config.objective_options = dict(wieght=2.0)
   with pytest.raises(ValueError, match=r"objective 'brier' does not take option\(s\) \['wieght'\]"):
     train.train_and_evaluate(config, tmp_path / "bad")
