@@ -73,7 +73,7 @@ def final_evaluation(config, source, eval_data, objective, scorer, label_stats) 
   val_sets = evaluate.evaluate(scorer, lambda: eval_data.eval_iter("validation"),
                                objective=objective, calibration=calibration, exact_map=False,
                                **sets_only)["decoders"]
-  decoder, rule = calibration_lib.choose_decoder(config.predict.decoder,
+  decoder, rule = calibration_lib.choose_decoder(predict_decoder(config),
                                                  objective.natural_decoder, val_sets)
   report = {"objective": objective.name, "natural_decoder": objective.natural_decoder,
             "evaluation_path": f"top_{r}",
@@ -90,10 +90,15 @@ def final_evaluation(config, source, eval_data, objective, scorer, label_stats) 
   return report
 
 
+def predict_decoder(config) -> str:
+  """``config.predict.decoder``; "" for a config stored before it existed."""
+  return config.get("predict", {}).get("decoder", "")
+
+
 def check_predict_decoder(config, objective, num_classes: int) -> None:
   """Before any compute: ValueError if ``config.predict.decoder`` names a decoder that does
   not apply to ``objective`` (the message lists those that do)."""
-  wanted = config.predict.decoder
+  wanted = predict_decoder(config)
   if wanted in ("", "natural"):
     return
   any_threshold = {"average_k": {"threshold": 0.0}, "class_thresholds": True,
@@ -138,7 +143,11 @@ def write_report(workdir, report) -> None:
   cal = report["calibration"]["average_k"]
   md += [f"Average-K threshold {cal['threshold']} for K = {cal['k']:.3f} (validation); "
          f"evaluation path: {report['evaluation_path']}; mAP: {report['test']['map_method']}.",
-         "", f"Training: {json.dumps(report['train'])}", "",
+         ""]
+  if "predict" in report:
+    md += [f"Prediction decoder: **{report['predict']['decoder']}** "
+           f"({report['predict']['chosen_by']}); thresholds in calibration.json.", ""]
+  md += [f"Training: {json.dumps(report['train'])}", "",
          f"Data: {json.dumps(report['data'])}", "", "## Config", "", "```json",
          json.dumps(report["config"], indent=2), "```", ""]
   text = "\n".join(md)

@@ -293,6 +293,8 @@ def test_the_run_stores_its_calibration_and_the_decoder_chosen_on_validation(jso
                                      "token_weights": [[256], "float32"]}
   assert state["fingerprint"] == calibration.fingerprint(workdir)
   assert sorted(report["test"]["decoders"]) == sorted(state["decoders"])
+  assert (f"Prediction decoder: **{state['decoder']['name']}** (best validation f1_micro); "
+          "thresholds in calibration.json.") in (workdir / "report.md").read_text()
 
 
 def test_choose_decoder_takes_the_config_or_the_best_validation_f1():
