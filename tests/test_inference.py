@@ -16,6 +16,7 @@ from experiments import jsonl as jsonl_config
 from multilabel_jax import builders, calibration, checkpointing, configs, inference, losses
 from multilabel_jax import models
 from multilabel_jax import scoring, serving, train
+from multilabel_jax.data import jsonl
 from tests.train_util import fixture_test_records, tiny_config
 
 C, D = 40, 8
@@ -145,6 +146,18 @@ def test_records_are_featurised_by_the_loaders_function(jsonl_run):
   by_record = predictor.predict(records)
   by_arrays = predictor.predict({k: test[k] for k in ("token_ids", "token_weights")})
   assert by_record == by_arrays and len(by_record) == len(records)
+
+
+def test_the_reader_takes_every_field_rule_the_loader_stored(tmp_path):
+  source = jsonl.load_jsonl(jsonl.JsonlConfig(
+      path=str(jsonl_config.FIXTURE), text_fields=("title",), token_fields=("body",),
+      ngram_fields=("id",), ngram_range=(2, 3)))
+  source.save_vocab(tmp_path)
+  featurizer, _ = jsonl.load_vocab(tmp_path)
+  reader = inference.TextReader(featurizer, jsonl.load_record_fields(tmp_path))
+  batch = reader.batch([reader.document(r) for r in fixture_test_records()])
+  for key in ("token_ids", "token_weights"):
+    np.testing.assert_array_equal(batch.arrays[key], source.splits["test"][key])
 
 
 def test_an_uncalibrated_step_predicts_with_the_uncalibrated_decoders(jsonl_run):
