@@ -12,7 +12,7 @@ that run.
 
 Groups (see :func:`plan`):
 
-* ``main``: the nine objectives on debtags and on hashtag_world at 1k, 20k and 100k
+* ``main``: the ten objectives on debtags and on hashtag_world at 1k, 20k and 100k
   classes (the 100k row uses the fused head where the objective has one), with seeds.
 * ``ambiguity``: two_head vs softmax on hashtag_world (1k classes) at three ambiguity
   levels, set by the simulator's synonym group size and feature noise.
@@ -41,7 +41,7 @@ from multilabel_jax.studies import sweep_runner
 from multilabel_jax.studies.sweep_runner import Run
 
 OBJECTIVES = ("sigmoid", "softmax", "embedding", "two_head", "count_distribution", "abs_kl",
-              "focal", "asl", "zlpr")
+              "focal", "asl", "zlpr", "squared_hinge")
 # Ambiguity levels of the simulator: (synonym group size, feature noise).
 AMBIGUITY = {"low": (1, 0.15), "mid": (2, 0.25), "high": (4, 0.4)}
 

@@ -94,6 +94,10 @@ def ref_asymmetric(z, y, gp, gn, clip, eps=1e-8):
   return (y * pos + (1 - y) * neg).sum(-1)
 
 
+def ref_squared_hinge(z, y, margin):
+  return (np.maximum(margin - np.where(y > 0, 1.0, -1.0) * z, 0.0) ** 2).sum(-1)
+
+
 def ref_zlpr(z, y):
   """Empty rows: the negative term only."""
   def log1p_sum_exp(x, mask):
@@ -180,6 +184,8 @@ CASES = {
                                                         clip=clip),
         lambda z, y, a, gp, gn, clip: ref_asymmetric(z, y, gp, gn, clip)),
     "zlpr": Case(lambda z, y, a: losses.zlpr(z, y), lambda z, y, a: ref_zlpr(z, y)),
+    "squared_hinge": Case(lambda z, y, a, margin: losses.squared_hinge(z, y, margin=margin),
+                          lambda z, y, a, margin: ref_squared_hinge(z, y, margin)),
     "count_distribution": Case(
         lambda z, y, a: losses.count_distribution(z, a["log_count"], y),
         lambda z, y, a: ref_count(z, a["log_count"], y),
@@ -207,6 +213,7 @@ OPTIONS = st.fixed_dictionaries({
                                    dict(gp=1.0, gn=2.0, clip=0.0),
                                    dict(gp=0.0, gn=0.0, clip=0.0)]),
     "abs_kl": st.fixed_dictionaries({"eps": st.sampled_from([1e-6, 1e-2])}),
+    "squared_hinge": st.fixed_dictionaries({"margin": st.sampled_from([1.0, 0.25])}),
     "two_head_average_k": st.fixed_dictionaries({"k": st.sampled_from([0.5, 2.0, 20.0])}),
 }).map(lambda d: tuple((name, tuple(sorted(d.get(name, {}).items()))) for name in CASES))
 

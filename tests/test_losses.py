@@ -117,6 +117,25 @@ def test_zlpr_matches_numpy():
     np.testing.assert_allclose(losses.zlpr(z, y), want, rtol=1e-5)
 
 
+def np_squared_hinge(z, y, margin=1.0):
+  sign = np.where(y > 0, 1.0, -1.0)
+  return (np.maximum(margin - sign * z, 0.0) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize("margin", [1.0, 0.5])
+def test_squared_hinge_matches_numpy(margin):
+  z, ids, dense = random_problem(RNG)
+  want = np_squared_hinge(z.astype(np.float64), dense, margin)
+  for y in (ids, dense):
+    np.testing.assert_allclose(losses.squared_hinge(z, y, margin=margin), want, rtol=1e-5)
+
+
+def test_squared_hinge_is_zero_when_every_margin_is_met():
+  ids = np.array([[0, 2], [1, -1]], np.int32)
+  z = np.where(np.asarray(labels_lib.ids_to_dense(ids, 4)) > 0, 1.5, -1.0).astype(np.float32)
+  np.testing.assert_array_equal(losses.squared_hinge(z, ids), [0.0, 0.0])
+
+
 def test_count_distribution_matches_numpy():
   z, ids, dense = random_problem(RNG)
   log_count = RNG.normal(size=(z.shape[0],)).astype(np.float32)
@@ -257,6 +276,7 @@ def _grad_cases():
       ("focal", lambda s: losses.focal(s, ids), z),
       ("asl", lambda s: losses.asymmetric(s, ids, gamma_pos=1.0, clip=0.0), z),
       ("zlpr", lambda s: losses.zlpr(s, ids), z),
+      ("squared_hinge", lambda s: losses.squared_hinge(s, ids), z),
       ("count", lambda s: losses.count_distribution(s, lc, ids), z),
       ("abs_kl", lambda s: losses.abs_kl(losses.count_scores(s, lc), ids, eps=1e-3), z),
       ("two_head", lambda s: losses.two_head_average_k(s, s * 0.5, ids, k=2.0), z),
@@ -280,6 +300,7 @@ LOSS_FNS = {
     "focal": lambda z, y, w=None: losses.focal(z, y, where=w),
     "asl": lambda z, y, w=None: losses.asymmetric(z, y, where=w),
     "zlpr": lambda z, y, w=None: losses.zlpr(z, y, where=w),
+    "squared_hinge": lambda z, y, w=None: losses.squared_hinge(z, y, where=w),
     "count": lambda z, y, w=None: losses.count_distribution(z, z[:, 0], y, where=w),
     "abs_kl": lambda z, y, w=None: losses.abs_kl(losses.count_scores(z, z[:, 0]), y, where=w),
     "two_head": lambda z, y, w=None: losses.two_head_average_k(z, -z, y, k=2.0, where=w),
@@ -370,7 +391,7 @@ def test_empty_rows_documented_behaviour():
   empty = np.full((3, 2), -1, np.int32)
   for name in ("softmax_xent", "embedding"):
     np.testing.assert_array_equal(LOSS_FNS[name](z, empty), 0)
-  for name in ("sigmoid_bce", "focal", "asl", "zlpr", "abs_kl"):
+  for name in ("sigmoid_bce", "focal", "asl", "zlpr", "abs_kl"):  # squared_hinge: below.
     assert (np.asarray(LOSS_FNS[name](z, empty)) > 0).all(), name
   # count_distribution keeps its count term: Poisson NLL of n = 0 is Z.
   lc = z[:, 0]
@@ -389,7 +410,7 @@ def test_duplicate_ids_count_once():
 # --- Bad input ---
 
 @pytest.mark.parametrize("fn", [losses.sigmoid_bce, losses.softmax_xent, losses.zlpr,
-                                losses.focal, losses.asymmetric])
+                                losses.focal, losses.asymmetric, losses.squared_hinge])
 def test_bad_input_raises_naming_the_argument(fn):
   z = np.zeros((2, 4), np.float32)
   with pytest.raises(ValueError, match="`logits` must have rank 2"):

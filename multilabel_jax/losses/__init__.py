@@ -22,6 +22,7 @@ from multilabel_jax.losses.embedding import (embedding_diagnostics, embedding_sc
                                              label_embedding_cosine, pmi_label_embeddings,
                                              pmi_matrix)
 from multilabel_jax.losses.fused_heads import FusedHead
+from multilabel_jax.losses.hinge import squared_hinge
 from multilabel_jax.losses.objectives import (OBJECTIVES, HeadOutput, Objective, TrainingData,
                                               accepted_options, get_objective,
                                               register_objective)

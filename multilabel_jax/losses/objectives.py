@@ -31,8 +31,8 @@ import numpy as np
 
 from multilabel_jax import labels as labels_lib
 from multilabel_jax import metrics as metrics_lib
-from multilabel_jax.losses import (count, decoders, embedding, fused_heads, sigmoid, softmax,
-                                   two_head, zlpr)
+from multilabel_jax.losses import (count, decoders, embedding, fused_heads, hinge, sigmoid,
+                                   softmax, two_head, zlpr)
 
 
 class HeadOutput(NamedTuple):
@@ -208,6 +208,15 @@ def zlpr_objective(num_classes, *, bias_init=None, mean_labels=None, data=None):
   return _sigmoid_family("zlpr", zlpr.zlpr, num_classes, bias_init, mean_labels, data, {})
 
 
+def squared_hinge_objective(num_classes, *, margin=1.0, bias_init=-1.0, data=None):
+  """Squared hinge, one L2-loss SVM per class (LIBLINEAR, Fan et al. 2008); decode with
+  logit > 0. The bias starts at -1, where every negative's margin is met. No fused form:
+  its per-class term is not one of the fused kernels' chunk statistics (dense heads only)."""
+  del data
+  return _sigmoid_family("squared_hinge", hinge.squared_hinge, num_classes, bias_init, None,
+                         None, {"margin": margin})
+
+
 def softmax_objective(num_classes, *, k=1, bias_init=None):
   """Softmax cross-entropy with 1/k targets (Mahajan et al. 2018); decode with top-k.
   Fused form: yes (also class-sharded)."""
@@ -325,6 +334,7 @@ OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "focal": focal_objective,
     "asl": asl_objective,
     "zlpr": zlpr_objective,
+    "squared_hinge": squared_hinge_objective,
 }
 
 
