@@ -18,8 +18,8 @@ OBJECTIVE_OPTIONS = {
 }
 
 
-def parse_arg(arg):
-  out = {"loss": "softmax", "runlocal": False, "full": False}
+def parse_arg(arg, default_loss: str = "softmax"):
+  out = {"loss": default_loss, "runlocal": False, "full": False}
   for part in filter(None, (arg or "").split(",")):
     key, _, value = part.partition("=")
     if key in ("runlocal", "full") and not value:

@@ -97,6 +97,10 @@ def use_fused_head(config, objective) -> bool:
   one on a class-sharded mesh) raises; ``"auto"`` uses it from ``head.fused_min_classes``.
   """
   fused, sharded = objective.fused, config.mesh.classes > 1
+  if config.head.wide and config.head.fused == "on":
+    raise ValueError("`config.head.fused='on'` cannot train `config.head.wide=True`: the wide "
+                     "path adds to the head's output, which a fused head never forms; use "
+                     "`config.head.fused='auto'` or 'off'.")
   if config.head.fused == "on":
     if fused is None:
       raise ValueError(f"`config.head.fused='on'`: objective {objective.name!r} has no fused "
@@ -105,14 +109,18 @@ def use_fused_head(config, objective) -> bool:
       raise ValueError(f"objective {objective.name!r} has no class-sharded fused head: use "
                        "`config.mesh.classes=1` or `config.head.fused='off'`.")
     return True
-  if config.head.fused == "off" or fused is None or (sharded and not fused.class_sharded):
+  if (config.head.fused == "off" or fused is None or config.head.wide
+      or (sharded and not fused.class_sharded)):
     return False
   width = objective.head_outputs[fused.rank_head].width
   return width >= config.head.fused_min_classes
 
 
-def build_model(config, objective, source):
-  """The Flax model: the configured encoder plus the objective's heads."""
+def build_model(config, objective, source, num_classes=None):
+  """The Flax model: the configured encoder plus the objective's heads.
+
+  ``num_classes`` (default ``source.info.num_classes``) names the class heads, those of
+  that width, which ``config.head.wide`` gives a wide path."""
   options = config.model_options.to_dict()
   if config.model == "bow":
     options.setdefault("vocab_size", getattr(source, "num_embeddings", None)
@@ -120,13 +128,22 @@ def build_model(config, objective, source):
     options.setdefault("pad_id", 0)
   partition = ("logits",) if config.mesh.classes > 1 and "logits" in objective.head_outputs \
       else ()
+  wide = {}
+  if config.head.wide:  # Every class head (width C) gets a [V, C] table.
+    if config.model != "bow":
+      raise ValueError(f"`config.head.wide=True` needs a bag-of-words model "
+                       f"(`config.model='bow'`), got {config.model!r}.")
+    num_classes = num_classes or source.info.num_classes
+    wide = dict(wide_vocab_size=options["vocab_size"], wide_heads=tuple(
+        n for n, h in objective.head_outputs.items() if h.width == num_classes))
   if config.model not in models.list_models() and config.model.partition("/")[0] not in (
       "vit_ti", "vit_s", "vit_b"):
     raise ValueError(f"unknown `config.model` {config.model!r}; choose one of "
                      f"{models.list_models()}.")
   try:
     return models.get_model(config.model, objective.head_outputs,
-                            dtype=jnp.dtype(config.dtype), partition_heads=partition, **options)
+                            dtype=jnp.dtype(config.dtype), partition_heads=partition, **wide,
+                            **options)
   except TypeError as e:
     raise ValueError(f"`config.model_options` {sorted(options)} do not fit model "
                      f"{config.model!r}: {e}") from e

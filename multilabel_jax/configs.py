@@ -60,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.head.fused = "auto"          # "auto", "on" or "off".
   c.head.fused_min_classes = 65_536
   c.head.chunk_size = 8192
+  c.head.wide = False            # Bag of words: a [V, C] linear path into each class head.
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1               # -1: all devices not used by the class axis.
@@ -77,6 +78,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.nesterov = False
   c.optimizer.weight_decay = 1e-4
   c.optimizer.clip_norm = 1.0
+  # The wide path's tables (head.wide): SGD with momentum and L2, as a linear model wants.
+  c.optimizer.wide_lr = 1.0
+  c.optimizer.wide_weight_decay = 4e-5
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 512

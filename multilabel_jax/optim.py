@@ -6,6 +6,8 @@ from __future__ import annotations
 import jax
 import optax
 
+from multilabel_jax.models.heads import WIDE_PREFIX
+
 
 def learning_rate_schedule(config, total_steps: int) -> optax.Schedule:
   """Linear warmup to ``config.lr``, then cosine decay to ``lr * final_lr_fraction``
@@ -29,8 +31,16 @@ def decay_mask(params):
   return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
 
 
-def make_optimizer(config, total_steps: int):
-  """Returns ``(optax.GradientTransformation, schedule)`` from ``config.optimizer``."""
+def make_optimizer(config, total_steps: int, *, wide: bool = False):
+  """Returns ``(optax.GradientTransformation, schedule)`` from ``config.optimizer``.
+
+  With ``wide=True`` the wide path's tables (top-level params named ``wide_*``) get their
+  own optimizer: SGD with ``config.momentum`` at ``config.wide_lr`` on the same warmup and
+  cosine, with L2 weight decay ``config.wide_weight_decay`` (not clipped). Adam moves every
+  coordinate of a sparse linear model by about the same step, rare words as far as
+  frequent ones, and overfits them; SGD moves each in proportion to its gradient, as the
+  linear solvers do (LIBLINEAR's Newton steps). Everything else gets the optimizer above.
+  """
   schedule = learning_rate_schedule(config, total_steps)
   name = config.name
   if name == "adamw":
@@ -46,4 +56,16 @@ def make_optimizer(config, total_steps: int):
     raise ValueError(f"config.optimizer.name must be 'adamw', 'sgd' or 'adafactor', got {name!r}.")
   if config.clip_norm:
     opt = optax.chain(optax.clip_by_global_norm(config.clip_norm), opt)
+  if wide:
+    wide_schedule = lambda step: schedule(step) * (config.wide_lr / config.lr)
+    wide_opt = optax.chain(optax.add_decayed_weights(config.wide_weight_decay),
+                           optax.sgd(wide_schedule, momentum=config.momentum or None))
+    opt = optax.multi_transform({"main": opt, "wide": wide_opt}, param_groups)
   return opt, schedule
+
+
+def param_groups(params):
+  """``"wide"`` for the wide path's params (top-level ``wide_*``), ``"main"`` otherwise."""
+  return {k: jax.tree_util.tree_map(
+      lambda _, k=k: "wide" if k.startswith(WIDE_PREFIX) else "main", v)
+          for k, v in params.items()}

@@ -203,7 +203,8 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
     return {k: jax.make_array_from_process_local_data(data_sharding, np.asarray(v))
             for k, v in batch.items()}
 
-  tx, schedule = optim.make_optimizer(config.optimizer, config.total_steps)
+  tx, schedule = optim.make_optimizer(config.optimizer, config.total_steps,
+                                      wide=config.head.wide)
   manager = checkpointing.make_manager(config, workdir)
   state = restore_or_init(config, model, tx, train_data, mesh, manager)
   start_step = int(state["step"])

@@ -439,3 +439,38 @@ def test_custom_encoder_and_array_inputs():
   assert m.apply(m.init({"params": jax.random.key(0)}, x), x)["pre_logits"].shape == (2, 3)
   with pytest.raises(KeyError, match="features"):
     m.init({"params": jax.random.key(0)}, {"image": x})
+
+
+def _wide_model(**kw):
+  return models.get_model("bow", {"logits": HeadOutput(4, -1.0), "log_count": HeadOutput(1)},
+                          vocab_size=6, embed_dim=3, widths=(5,), pad_id=0,
+                          wide_heads=("logits",), wide_vocab_size=6, **kw)
+
+
+def test_wide_path_adds_the_bag_of_its_table_rows():
+  batch = {"token_ids": np.array([[1, 2, 0, -1], [3, 3, 0, 0]], np.int32),
+           "token_weights": np.array([[0.5, 0.25, 9.0, 9.0], [1.0, 2.0, 0, 0]], np.float32)}
+  model = _wide_model()
+  params = model.init({"params": jax.random.PRNGKey(0)}, batch)["params"]
+  assert params["wide_logits"]["table"].shape == (6, 4)
+  assert "wide_log_count" not in params  # Only the named heads.
+  np.testing.assert_array_equal(params["wide_logits"]["table"], 0)  # Zero at init.
+  table = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+  params = dict(params, wide_logits={"table": jnp.asarray(table)})
+  out = model.apply({"params": params}, batch)
+  deep = model.apply({"params": dict(params, wide_logits={"table": jnp.zeros((6, 4))})}, batch)
+  # Padding (id 0 and -1) adds nothing, whatever its weight; repeated ids add up.
+  want = np.stack([0.5 * table[1] + 0.25 * table[2], 3.0 * table[3]])
+  np.testing.assert_allclose(out["logits"] - deep["logits"], want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(out["log_count"], deep["log_count"])
+  assert "logits" not in model.apply({"params": params}, batch, skip_heads=("logits",))
+
+
+def test_wide_path_errors():
+  batch = {"token_ids": np.array([[1]], np.int32), "token_weights": np.ones((1, 1), np.float32)}
+  with pytest.raises(ValueError, match="wide_heads names unknown head 'nope'"):
+    models.get_model("bow", {"logits": HeadOutput(4)}, vocab_size=6, wide_heads=("nope",),
+                     wide_vocab_size=6).init({"params": jax.random.PRNGKey(0)}, batch)
+  with pytest.raises(ValueError, match="need wide_vocab_size >= 1"):
+    models.get_model("bow", {"logits": HeadOutput(4)}, vocab_size=6,
+                     wide_heads=("logits",)).init({"params": jax.random.PRNGKey(0)}, batch)

@@ -164,3 +164,26 @@ def test_xmc_runlocal_trains_and_evaluates_the_fixture(tmp_path):
   assert (data["name"], data["num_classes"], data["num_train_examples"]) == ("xmc_tiny", 5, 72)
   assert report["validation"]["num_examples"] == 8 and report["test"]["num_examples"] == 20
   assert data["stats"]["load"]["malformed_lines"] == 0
+
+
+def test_wide_path_trains_its_table_and_refuses_what_it_cannot_do(tmp_path):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from multilabel_jax import inference, train  # pylint: disable=g-import-not-at-top
+  c = jsonl_config.get_config("runlocal")
+  c.head.wide, c.total_steps, c.eval_every = True, 6, 0
+  report = train.train_and_evaluate(c, tmp_path / "wide")
+  assert report["train"]["fused_head"] is False
+  predictor = inference.Predictor.from_workdir(tmp_path / "wide")  # Restores the table too.
+  table = np.asarray(predictor.variables["params"]["wide_logits"]["table"])
+  assert table.shape == (predictor.model.wide_vocab_size, 7) and np.abs(table).sum() > 0
+  c = jsonl_config.get_config("runlocal")
+  c.head.wide, c.head.fused = True, "on"
+  with pytest.raises(ValueError, match="`config.head.fused='on'` cannot train "
+                                       "`config.head.wide=True`"):
+    train.train_and_evaluate(c, tmp_path / "a")
+  from multilabel_jax import builders, losses  # pylint: disable=g-import-not-at-top
+  c = jsonl_config.get_config("runlocal")
+  c.head.wide, c.model, c.model_options = True, "mlp", {}
+  with pytest.raises(ValueError, match=r"`config.head.wide=True` needs a bag-of-words model "
+                                       r"\(`config.model='bow'`\), got 'mlp'"):
+    builders.build_model(c, losses.get_objective("sigmoid", 7), None, num_classes=7)

@@ -32,12 +32,12 @@ from multilabel_jax.models import bow
 from multilabel_jax.models import mlp
 from multilabel_jax.models import resnet
 from multilabel_jax.models import vit
-from multilabel_jax.models.heads import (HEAD_PREFIX, LOGICAL_RULES, PRE_LOGITS,
+from multilabel_jax.models.heads import (HEAD_PREFIX, LOGICAL_RULES, PRE_LOGITS, WIDE_PREFIX,
                                          MultiLabelModel, check_head_outputs, head_params,
                                          param_shardings, split_variables)
 
 __all__ = [
-    "HEAD_PREFIX", "LOGICAL_RULES", "PRE_LOGITS", "MultiLabelModel", "check_head_outputs",
+    "HEAD_PREFIX", "LOGICAL_RULES", "PRE_LOGITS", "WIDE_PREFIX", "MultiLabelModel", "check_head_outputs",
     "get_encoder", "get_model", "head_params", "list_models", "param_shardings",
     "split_variables",
 ]
@@ -73,6 +73,7 @@ def get_encoder(name: str, **kwargs):
 
 def get_model(name: str, head_outputs: Mapping[str, Any], *, dtype: Any = None,
               head_dtype: Any = jnp.float32, partition_heads: Sequence[str] = (),
+              wide_heads: Sequence[str] = (), wide_vocab_size: int = 0,
               **encoder_kwargs) -> MultiLabelModel:
   """``MultiLabelModel`` with encoder ``name`` and one zero-init head per output.
 
@@ -84,9 +85,12 @@ def get_model(name: str, head_outputs: Mapping[str, Any], *, dtype: Any = None,
     head_dtype: compute dtype of the heads (float32 by default).
     partition_heads: heads whose kernel is annotated ``("embed", "classes")`` for sharding
       along classes (see :func:`param_shardings`).
+    wide_heads, wide_vocab_size: heads with a wide path, a ``[V, width]`` table over the
+      batch's bag of words (``MultiLabelModel``).
     **encoder_kwargs: encoder options (widths, dropout, vocab_size, patch_size, width...).
   """
   check_head_outputs(head_outputs)
   encoder = get_encoder(name, dtype=dtype, **encoder_kwargs)
   return MultiLabelModel(encoder=encoder, head_outputs=dict(head_outputs),
-                         head_dtype=head_dtype, partition_heads=tuple(partition_heads))
+                         head_dtype=head_dtype, partition_heads=tuple(partition_heads),
+                         wide_heads=tuple(wide_heads), wide_vocab_size=wide_vocab_size)

@@ -33,7 +33,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from multilabel_jax.models import bow
+from multilabel_jax.models.mlp import get_input
+
 HEAD_PREFIX = "head_"
+WIDE_PREFIX = "wide_"  # Top-level params of a head's wide path (``wide_heads``).
 PRE_LOGITS = "pre_logits"
 # Logical axis -> mesh axis. "classes" shards along a mesh axis of the same name; the
 # feature ("embed") axis of a head kernel is replicated.
@@ -108,6 +112,14 @@ class MultiLabelModel(nn.Module):
       many classes keep full precision when the encoder runs in bfloat16).
     partition_heads: names of heads whose kernel/bias get logical axes
       ``("embed", "classes")`` / ``("classes",)`` for sharding along classes.
+    wide_heads: heads that also get a wide path (Wide & Deep, Cheng et al. 2016): a
+      zero-initialised table ``params["wide_<head>"]["table"]`` ``[wide_vocab_size, width]``
+      whose rows, weighted by the bag of words (``batch[wide_ids_key]``,
+      ``batch[wide_weights_key]``, id 0 and negative ids are padding), add to the head's
+      output. With it the model contains the full-rank linear model on its own input, and
+      is never worse than it for want of capacity (a fused head cannot use it: the head's
+      output is no longer ``pre_logits @ kernel``).
+    wide_vocab_size: V of the wide tables.
 
   Calling convention (the same for every encoder; models without batch norm simply return
   an empty ``batch_stats``)::
@@ -125,6 +137,10 @@ class MultiLabelModel(nn.Module):
   head_dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   partition_heads: Sequence[str] = ()
+  wide_heads: Sequence[str] = ()
+  wide_vocab_size: int = 0
+  wide_ids_key: str = "token_ids"
+  wide_weights_key: str = "token_weights"
 
   @nn.compact
   def __call__(self, inputs, *, train: bool = False,
@@ -142,10 +158,12 @@ class MultiLabelModel(nn.Module):
       ``{"pre_logits": [B, D], name: [B, width] for each computed head}``.
     """
     specs = check_head_outputs(self.head_outputs)
-    for name in self.partition_heads:
-      if name not in specs:
-        raise ValueError(f"partition_heads names unknown head {name!r}; "
-                         f"heads are {sorted(specs)}.")
+    for arg in ("partition_heads", "wide_heads"):
+      for name in getattr(self, arg):
+        if name not in specs:
+          raise ValueError(f"{arg} names unknown head {name!r}; heads are {sorted(specs)}.")
+    if self.wide_heads and self.wide_vocab_size < 1:
+      raise ValueError(f"wide_heads {list(self.wide_heads)} need wide_vocab_size >= 1.")
     if skip_heads is True:
       skip = set(specs)
     elif skip_heads is False or skip_heads is None:
@@ -177,4 +195,12 @@ class MultiLabelModel(nn.Module):
       if name not in skip:
         out[name] = dense(x)
       # A skipped head is never called: no [B, width] array is traced.
+      if name in self.wide_heads:
+        table = self.param(f"{WIDE_PREFIX}{name}", lambda *_: {"table": jnp.zeros(
+            (self.wide_vocab_size, width), self.param_dtype)})["table"]
+        if name not in skip:
+          ids = get_input(inputs, self.wide_ids_key, "the wide path")
+          weights = inputs.get(self.wide_weights_key) if hasattr(inputs, "get") else None
+          out[name] = out[name] + bow.embedding_bag(table, ids, weights, pooling="sum",
+                                                    pad_id=0, dtype=self.head_dtype)
     return out
