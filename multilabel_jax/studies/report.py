@@ -18,6 +18,7 @@ from absl import app, flags
 from experiments import sweep
 from multilabel_jax.studies import claims as claims_lib
 from multilabel_jax.studies import plots as plots_lib
+from multilabel_jax.studies import shipped
 from multilabel_jax.studies import stats as rs
 from multilabel_jax.studies import sweep_runner
 
@@ -181,7 +182,8 @@ class Report:
             self.machine_line(), "",
             "## Definitions and the verdict rule", "",
             rs.__doc__.split("Definitions (also written into RESULTS.md):")[1].strip(), ""]
-    body = self.setup() + self.claims() + self.dataset_tables()
+    body = (self.setup() + shipped.section(self.reports) + self.claims()
+            + self.dataset_tables())
     figs = ["## Plots", ""] + [f"![{k}]({v})" + "\n" for k, v in plots.items()]
     return "\n".join(head + body + figs) + "\n"
 

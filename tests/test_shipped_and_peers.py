@@ -1,0 +1,46 @@
+"""Tests for multilabel_jax.studies.shipped (stored runs of a shipped config, their table)
+and the peers' data plumbing (multilabel_jax.studies.peers)."""
+
+import json
+
+import numpy as np
+import scipy.sparse
+
+from multilabel_jax.studies import peers, shipped
+
+
+def _report(seed, val_p1, test_p1):
+  ranking = {"precision_at_1": test_p1, "precision_at_3": 0.6, "precision_at_5": 0.5,
+             "map": 0.4}
+  return {"config": {"seed": seed}, "data": {"name": "debtags"},
+          "validation": {"ranking": {"precision_at_1": val_p1}},
+          "test": {"ranking": ranking}, "train": {"seconds_this_run": 100.0 + seed}}
+
+
+def test_store_and_section(tmp_path):
+  for seed, (v, t) in enumerate([(0.95, 0.946), (0.953, 0.950)]):
+    workdir = tmp_path / f"w{seed}"
+    workdir.mkdir()
+    (workdir / "report.json").write_text(json.dumps(_report(seed, v, t)))
+    path = shipped.store(workdir, "default", tmp_path / "results")
+    assert path == tmp_path / "results" / "shipped" / f"debtags_default_s{seed}.json"
+    assert json.loads(path.read_text())["sweep"]["group"] == "shipped"
+  reports = [json.loads(p.read_text()) for p in sorted((tmp_path / "results").glob("*/*.json"))]
+  reports.append({"peer": "omikuji", "data": {"name": "debtags"},
+                  "validation_ranking": {"precision_at_1": 0.94},
+                  "test": {"ranking": {"precision_at_1": 0.947, "precision_at_3": 0.66,
+                                       "precision_at_5": 0.506, "map": 0.5}},
+                  "train": {"seconds_this_run": 12.0}})
+  text = "\n".join(shipped.section(reports))
+  assert "| debtags: default | 2 | 0.952 ± 0.002 | 0.948 ± 0.003 | 0.600 ± 0.000 |" in text
+  assert "| debtags: omikuji | 1 | 0.940 | 0.947 | 0.660 | 0.506 | 0.500 | 12 |" in text
+  assert shipped.section([]) == []
+
+
+def test_peers_label_matrix_and_xmc_file(tmp_path):
+  y = peers._label_csr(np.array([[0, 2, -1], [1, -1, -1]], np.int32), 3)
+  np.testing.assert_array_equal(y.toarray(), [[1, 0, 1], [0, 1, 0]])
+  x = scipy.sparse.csr_matrix(np.array([[0.5, 0, 0.25], [0, 1.0, 0]]))
+  peers._write_xmc(tmp_path / "t.txt", x, y)
+  assert (tmp_path / "t.txt").read_text().splitlines() == [
+      "2 3 3", "0,2 0:0.5 2:0.25", "1 1:1"]
