@@ -12,6 +12,7 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from multilabel_jax import data, losses, models
 from multilabel_jax.data import base as data_base
@@ -129,13 +130,20 @@ def build_model(config, objective, source, num_classes=None):
   partition = ("logits",) if config.mesh.classes > 1 and "logits" in objective.head_outputs \
       else ()
   wide = {}
-  if config.head.wide:  # Every class head (width C) gets a [V, C] table.
+  if config.head.wide:  # Every class head (width C) gets a [V, C] table, if it fits.
     if config.model != "bow":
       raise ValueError(f"`config.head.wide=True` needs a bag-of-words model "
                        f"(`config.model='bow'`), got {config.model!r}.")
     num_classes = num_classes or source.info.num_classes
-    wide = dict(wide_vocab_size=options["vocab_size"], wide_heads=tuple(
-        n for n, h in objective.head_outputs.items() if h.width == num_classes))
+    heads = tuple(n for n, h in objective.head_outputs.items() if h.width == num_classes)
+    size = options["vocab_size"] * num_classes * len(heads)
+    if size <= config.head.wide_max_params:
+      wide = dict(wide_vocab_size=options["vocab_size"], wide_heads=heads)
+    else:
+      logging.warning("config.head.wide: no wide path, its %d parameters (%d words x %d "
+                      "classes x %d heads) exceed config.head.wide_max_params=%d.", size,
+                      options["vocab_size"], num_classes, len(heads),
+                      config.head.wide_max_params)
   if config.model not in models.list_models() and config.model.partition("/")[0] not in (
       "vit_ti", "vit_s", "vit_b"):
     raise ValueError(f"unknown `config.model` {config.model!r}; choose one of "

@@ -204,7 +204,7 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
             for k, v in batch.items()}
 
   tx, schedule = optim.make_optimizer(config.optimizer, config.total_steps,
-                                      wide=config.head.wide)
+                                      wide=bool(model.wide_heads))
   manager = checkpointing.make_manager(config, workdir)
   state = restore_or_init(config, model, tx, train_data, mesh, manager)
   start_step = int(state["step"])
@@ -279,7 +279,7 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
       data=report.data_summary(info, label_stats, load_stats, train_data, eval_data),
       train={"start_step": start_step, "steps": config.total_steps,
              "seconds_this_run": train_seconds, "skipped_updates": int(state["skipped_updates"]),
-             "fused_head": use_fused,
+             "fused_head": use_fused, "wide_heads": list(model.wide_heads),
              "final_loss": float(metrics["loss"]) if metrics is not None else None,
              "head_bias_init": builders.prior_bias_report(objective),
              "objective_summary": dict(objective.summary)})

@@ -172,7 +172,7 @@ def test_wide_path_trains_its_table_and_refuses_what_it_cannot_do(tmp_path):
   c = jsonl_config.get_config("runlocal")
   c.head.wide, c.total_steps, c.eval_every = True, 6, 0
   report = train.train_and_evaluate(c, tmp_path / "wide")
-  assert report["train"]["fused_head"] is False
+  assert report["train"]["fused_head"] is False and report["train"]["wide_heads"] == ["logits"]
   predictor = inference.Predictor.from_workdir(tmp_path / "wide")  # Restores the table too.
   table = np.asarray(predictor.variables["params"]["wide_logits"]["table"])
   assert table.shape == (predictor.model.wide_vocab_size, 7) and np.abs(table).sum() > 0
@@ -187,3 +187,12 @@ def test_wide_path_trains_its_table_and_refuses_what_it_cannot_do(tmp_path):
   with pytest.raises(ValueError, match=r"`config.head.wide=True` needs a bag-of-words model "
                                        r"\(`config.model='bow'`\), got 'mlp'"):
     builders.build_model(c, losses.get_objective("sigmoid", 7), None, num_classes=7)
+  import types  # pylint: disable=g-import-not-at-top
+  c = jsonl_config.get_config("runlocal")
+  c.head.wide, c.head.wide_max_params = True, 10 * 7
+  small = types.SimpleNamespace(num_embeddings=10)
+  model = builders.build_model(c, losses.get_objective("sigmoid", 7), small, num_classes=7)
+  assert model.wide_heads == ("logits",) and model.wide_vocab_size == 10
+  c.head.wide_max_params = 10 * 7 - 1  # Too big: no wide path (logged), the MLP alone.
+  assert builders.build_model(c, losses.get_objective("sigmoid", 7), small,
+                              num_classes=7).wide_heads == ()
