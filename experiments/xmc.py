@@ -14,15 +14,15 @@ The argument is a comma-separated list of:
   validation split: the repository ships none, and the run needs one for its periodic
   metrics and for calibrating the set decoders (thresholds, average-K). Test labels are
   never used to choose anything;
-* ``loss=<objective>`` (default softmax, as debtags.py), ``runlocal``.
+* ``loss=<objective>`` (default softmax), ``runlocal``.
 
 Every other field of :class:`multilabel_jax.data.xmc.XmcConfig` is set with
 ``--config.data.options.KEY=VALUE``: ``max_features`` (T, default 1024 here: a point keeps
 its 1024 largest values, the rest counted in the report's ``truncated_tokens``; ``None``
 keeps every feature of the longest train point), ``normalize`` (``"l2"`` here),
 ``max_labels``. Bad lines are counted in the report; ``--config.data.strict=True`` raises
-on the first. The model (bag of words over the feature ids, weighted by the values),
-objective and optimizer are those of ``debtags.py``; the fused head turns itself on for many
+on the first. The model (bag of words over the feature ids, weighted by the values)
+and optimizer are jsonl.py's (:func:`jsonl.generic_bow`); the fused head turns itself on for many
 classes (``head.fused="auto"``). ``:runlocal`` trains a small model for a few steps; without
 ``dir=`` or ``train=`` it uses the fixture ``tests/fixtures/xmc_tiny`` (80 train and 20 test
 points, 30 features, 5 labels).
@@ -80,6 +80,7 @@ def get_config(arg=None):
   c.data.options = dict(name=dataset_name(files["train"]), files=files, max_features=1024,
                         normalize="l2",
                         validation_fraction=0.0 if "validation" in files else 0.1)
+  jsonl.generic_bow(c)
   c.head.fused = "auto"
   if args["runlocal"]:
     jsonl.small(c)

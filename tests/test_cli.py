@@ -102,7 +102,8 @@ def test_values_are_parsed_as_their_keys_type():
   assert isinstance(c.optimizer.lr, float) and c.eval.top_ks == (1, 10)
   assert (c.head.fused, c.mesh.data) == ("off", -1)
   assert c.data.options.to_dict() == dict(path="/some/file.jsonl.gz", max_labels=8,
-                                          token_fields=("depends",))
+                                          token_fields=("depends",), ngram_fields=("package",),
+                                          ngram_range=(3, 5))
   assert c.model_options.to_dict() == dict(embed_dim=512, widths=(1024,), pooling="sum",
                                            dropout=0.5, layer_norm=True)
   c = _config("--config=hashtag_pretrain.py:loss=asl", "--config.objective_options.gamma_neg=2",

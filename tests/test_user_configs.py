@@ -49,11 +49,16 @@ def test_jsonl_arguments_set_the_source_options():
   configs.validate(c)
 
 
-def test_jsonl_real_use_defaults_are_debtags_model_objective_and_optimizer():
-  c, ref = jsonl_config.get_config("path=a.jsonl"), debtags.get_config()
-  for key in ("objective", "objective_options", "model", "model_options", "optimizer",
-              "batch_size", "total_steps", "eval"):
+def test_jsonl_real_use_defaults_are_the_generic_bag_of_words():
+  c, ref = jsonl_config.get_config("path=a.jsonl"), debtags.get_config("loss=softmax")
+  for key in ("objective", "objective_options", "model", "eval"):
     assert c[key] == ref[key], key
+  assert c.model_options.to_dict() == dict(embed_dim=256, widths=(512,), pooling="sum",
+                                           dropout=0.2)
+  assert (c.head.wide, c.optimizer.lr, c.total_steps, c.batch_size) == (False, 1e-3, 4000, 128)
+  x = xmc_config.get_config("train=E/tr.txt,test=E/ts.txt")
+  assert (x.objective, x.head.wide, x.model_options, x.optimizer) == (
+      "softmax", False, c.model_options, c.optimizer)
   assert c.model == "bow" and c.head.fused == "auto"
   assert "text_fields" not in c.data.options  # JsonlConfig's usual names.
   asl = jsonl_config.get_config("loss=asl,path=a.jsonl").objective_options.to_dict()
