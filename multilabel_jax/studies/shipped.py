@@ -30,9 +30,10 @@ def store(workdir, variant: str, out) -> pathlib.Path:
   """Copies ``workdir/report.json`` into ``out/shipped/``; returns the stored path."""
   report = json.loads(pathlib.Path(workdir, "report.json").read_text())
   seed, dataset = report["config"]["seed"], report["data"]["name"]
-  report["sweep"] = {"group": GROUP, "dataset": dataset, "variant": variant, "seed": seed,
-                     "machine": sweep_runner.machine()}
-  path = pathlib.Path(out) / GROUP / f"{dataset}_{variant}_s{seed}.json"
+  name = f"{dataset}_{variant}_s{seed}"
+  report["sweep"] = {"group": GROUP, "name": name, "dataset": dataset, "variant": variant,
+                     "seed": seed, "machine": sweep_runner.machine()}
+  path = pathlib.Path(out) / GROUP / f"{name}.json"
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(sweep_runner.compact(report), indent=1, sort_keys=True,
                              default=float))
