@@ -76,7 +76,7 @@ def evaluate_scores(val_scores, val_labels, test_scores, test_labels, *, num_cla
                            calibration=calibration, propensity=propensity,
                            class_buckets=class_buckets, pr_curve=True, **common)
   return {"calibration": {"average_k": calibration["average_k"]}, "evaluation_path": f"top_{r}",
-          "test": test}
+          "validation_ranking": val["ranking"], "test": test}
 
 
 def run(*, tiny: bool = False, source: memory.ArraySource = None) -> dict:
