@@ -178,8 +178,9 @@ def test_data_path_override_trains_on_that_file(tmp_path):
   out = _cli("--config=debtags.py:runlocal", f"--config.data.options.path={FIXTURE}",
              f"--workdir={tmp_path}")
   assert out.returncode == 0, out.stderr[-3000:]
+  # The override sets the path and keeps the config's other data options.
   assert json.loads((tmp_path / "config.json").read_text())["data"]["options"] == {
-      "path": str(FIXTURE)}
+      "path": str(FIXTURE), "ngram_fields": ["package"], "ngram_range": [3, 5]}
   data = json.loads((tmp_path / "report.json").read_text())["data"]
   # The fixture's 4 usable training records and 5 tags, not debtags' 30,300 and 594.
   assert (data["name"], data["num_classes"], data["num_train_examples"]) == ("debtags", 5, 4)
