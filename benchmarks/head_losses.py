@@ -22,6 +22,14 @@ Variants:
   torch:     PyTorch CPU, dense logits (binary_cross_entropy_with_logits / cross_entropy
              with probability targets).
 
+``--losses top_k`` times decoding instead: the top-64 classes of ``x @ W + b`` per row (the
+evaluation's and the Predictor's candidates), whose bound is the forward GEMM alone:
+  gemm:      x @ W + b with the [B, C] logits materialised (1 GEMM, the bound).
+  gemm_chunked: the same GEMM over class chunks, each chunk's logits summed into a [B]
+             vector so that XLA cannot drop it: the floor of the chunked structure.
+  streaming: losses.streaming_top_k.linear_top_k (chunked GEMM + running top-k merge).
+  dense:     lax.top_k on the materialised [B, C] logits.
+
 Usage:
   .venv/bin/python benchmarks/head_losses.py --quick          # small sizes, ~1 min
   .venv/bin/python benchmarks/head_losses.py                  # full run (~20 min, 2 cores)
@@ -41,8 +49,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("gemm", "gemm_chunked", "fused", "reduced", "dense", "torch")
-LOSSES = ("bce", "softmax", "two_head")
+LOSSES = ("bce", "softmax", "two_head", "top_k")
+TOP_K_VARIANTS = ("gemm", "gemm_chunked", "streaming", "dense")
 TWO_HEAD_K = 6.0
+TOP_K = 64
 
 
 def _make_data(b, d, c, seed=0):
@@ -113,7 +123,9 @@ def child(args):
     heads = tuple(map(jnp.asarray, _heads(args, w, bias)))  # (W, b) per head.
     cs = args.chunk_size
     kw = {"k": TWO_HEAD_K} if args.loss == "two_head" else {}
-    if args.variant == "gemm":
+    if args.loss == "top_k":
+      fn, fargs = _top_k_fn(args.variant, cs), (xj,) + heads
+    elif args.variant == "gemm":
       g = jnp.full((args.B, args.C), 1e-3, jnp.float32)  # A stand-in for dlogits.
 
       def f(x, g, *heads):
@@ -162,6 +174,29 @@ def child(args):
   print("RESULT " + json.dumps(out), flush=True)
 
 
+def _top_k_fn(variant, chunk_size):
+  """The jitted decoding variant of ``--losses top_k`` on ``(x, W, b)``."""
+  import jax
+  import jax.numpy as jnp
+  from multilabel_jax.losses import chunked_head, streaming_top_k
+  if variant == "gemm":
+    return jax.jit(lambda x, w, b: x @ w + b)
+  if variant == "gemm_chunked":
+    def chunked(x, w, b):
+      def body(total, start, kc, bc):
+        del start
+        return total + jnp.sum(x @ kc + bc, axis=1)
+      return chunked_head.for_each_chunk(w, b, chunk_size, body, jnp.zeros(x.shape[:1]),
+                                         refs=(x,))
+    return jax.jit(chunked)
+  if variant == "streaming":
+    return jax.jit(lambda x, w, b: streaming_top_k.linear_top_k(x, w, b, TOP_K,
+                                                                chunk_size=chunk_size))
+  if variant == "dense":
+    return jax.jit(lambda x, w, b: jax.lax.top_k(x @ w + b, TOP_K))
+  raise ValueError(f"--variant {variant!r}: --losses top_k takes {TOP_K_VARIANTS}")
+
+
 def run_child(loss, variant, b, d, c, runs, chunk_size, compile_only=False):
   cmd = [sys.executable, os.path.abspath(__file__), "--child", "--loss", loss, "--variant",
          variant, "--B", str(b), "--D", str(d), "--C", str(c), "--runs", str(runs),
@@ -207,6 +242,12 @@ def main():
     p.error(f"--losses {args.losses!r}: choose from {LOSSES}")
   rows = []
   for loss in losses:
+    if loss == "top_k":
+      for (b, d, c) in ([(64, 64, 65536)] if args.quick else [(256, 256, 131072), big]):
+        res = {v: run_child(loss, v, b, d, c, runs, args.chunk_size) for v in TOP_K_VARIANTS}
+        rows.append(res)
+        _print_top_k_row(b, d, c, res)
+      continue
     variants = [v for v in VARIANTS if not (loss == "two_head" and v == "torch")]
     for (b, d, c) in sizes:
       res = {v: run_child(loss, v, b, d, c, runs, args.chunk_size) for v in variants}
@@ -234,6 +275,20 @@ def main():
   with open(out, "w") as f:
     json.dump({"info": info, "rows": rows}, f, indent=1)
   print(f"wrote {out}")
+
+
+def _print_top_k_row(b, d, c, res):
+  t = {v: res[v].get("median_s") for v in TOP_K_VARIANTS}
+  mb = {v: res[v].get("temp_bytes") for v in TOP_K_VARIANTS}
+  print(f"top_{TOP_K}  B={b:5d} D={d:4d} C={c:8d} | "
+        + " ".join(f"{v}={t[v]:.3f}s" if t[v] is not None else f"{v}=-" for v in TOP_K_VARIANTS)
+        + " | streaming/gemm=" + (f"{_ratio(t['streaming'], t['gemm']):.2f}"
+                                   if t["streaming"] and t["gemm"] else "-")
+        + " | temp MiB " + " ".join(f"{v}={mb[v] / 2**20:.0f}" for v in TOP_K_VARIANTS
+                                     if mb[v] is not None), flush=True)
+  for v in res:
+    if "error" in res[v]:
+      print(f"  {v} failed: {res[v]['error']}", flush=True)
 
 
 def _print_row(loss, b, d, c, res):
