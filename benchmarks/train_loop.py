@@ -24,7 +24,7 @@ dense head and prints XLA's memory analysis of each: what a dense head would nee
 
   python benchmarks/train_loop.py                      # main job, 3 rounds, ~45 min on 2 cores
   python benchmarks/train_loop.py --steps 300 --rounds 1 --out /tmp/quick.json
-  python benchmarks/train_loop.py --config hashtag_pretrain.py:million --memory
+  python benchmarks/train_loop.py --config hashtag_pretrain.py:million --memory --batch_sizes 256,1024
 """
 
 from __future__ import annotations
@@ -44,12 +44,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 VARIANTS = ("bare", "loop_quiet", "loop")
 
 
-def load_config(spec: str, steps: int | None):
+def load_config(spec: str, steps: int | None, batch_size: int | None = None):
   sys.path.insert(0, str(ROOT))
   from experiments import run  # pylint: disable=import-outside-toplevel
   config = run.load_config(run.resolve_config_path(spec))
   if steps:
     config.total_steps = steps
+  if batch_size:
+    config.batch_size = batch_size
   return config
 
 
@@ -140,33 +142,43 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--config", default="hashtag_pretrain.py", help="experiments/ file[:arg].")
   p.add_argument("--steps", type=int, default=None, help="Override total_steps.")
-  p.add_argument("--rounds", type=int, default=3, help="Rounds of the three variants.")
+  p.add_argument("--rounds", type=int, default=3, help="Rounds of the variants.")
+  p.add_argument("--variants", default=",".join(VARIANTS), help=f"Some of {VARIANTS}.")
   p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/"
                  "train_loop.json, or train_step_memory.json with --memory).")
   p.add_argument("--child", action="store_true")
   p.add_argument("--variant", choices=VARIANTS, default="bare")
   p.add_argument("--memory", action="store_true",
                  help="Print the train step's XLA memory, fused and dense heads, and stop.")
+  p.add_argument("--batch_sizes", default="",
+                 help="With --memory: comma-separated batch sizes (default the config's).")
   args = p.parse_args()
   if args.child:
     return child(args)
   if args.memory:
-    mem = {"config": args.config, "train_step_memory": memory(load_config(args.config, None))}
+    mem = {"config": args.config, "train_step_memory": {}}
+    for b in [int(b) for b in args.batch_sizes.split(",") if b] or [None]:
+      config = load_config(args.config, None, b)
+      print(f"batch {config.batch_size}:", flush=True)
+      mem["train_step_memory"][config.batch_size] = memory(config)
     out = pathlib.Path(args.out or ROOT / "benchmarks/results/train_step_memory.json")
     out.write_text(json.dumps(mem, indent=1))
     print(f"wrote {out}")
     return None
+  variants = [v for v in args.variants.split(",") if v]
+  if not variants or set(variants) - set(VARIANTS) or "bare" not in variants:
+    p.error(f"--variants {args.variants!r}: bare and any of {VARIANTS[1:]}")
   runs = []
   for r in range(args.rounds):
-    for variant in VARIANTS:
+    for variant in variants:
       res = dict(run_child(args, variant), round=r)
       runs.append(res)
       print(f"round {r} {variant:10s} {res['seconds']:8.1f} s  "
             f"{res['steps'] / res['seconds']:6.2f} steps/s  peak RSS {res['peak_rss_mb']:.0f} MB",
             flush=True)
-  by = {v: [x for x in runs if x["variant"] == v] for v in VARIANTS}
+  by = {v: [x for x in runs if x["variant"] == v] for v in variants}
   summary = {}
-  for v in VARIANTS:
+  for v in variants:
     secs = [x["seconds"] for x in by[v]]
     ratios = [a["seconds"] / b["seconds"] for a, b in zip(by[v], by["bare"])]
     summary[v] = {"median_seconds": statistics.median(secs),
