@@ -127,13 +127,14 @@ def prediction_data(source) -> dict:
           "class_names": None if names is None or hasattr(source, "save_vocab") else list(names)}
 
 
-def data_summary(info, label_stats, load_stats, train_data, eval_data) -> dict:
-  """The report's ``data`` part: the dataset, and what loading and batching skipped."""
+def data_summary(info, label_stats, load_stats, train_stats: dict, eval_stats: dict) -> dict:
+  """The report's ``data`` part: the dataset, and what loading and batching skipped
+  (``train_stats``, ``eval_stats``: the pipelines' counts, summed over processes)."""
   return {"name": info.name, "num_classes": info.num_classes, "max_labels": info.max_labels,
           "num_train_examples": info.num_train_examples,
           "mean_train_labels": label_stats.mean_labels_per_example,
-          "stats": {"load": load_stats, "train_batches": train_data.stats.as_dict(),
-                    "eval_batches": eval_data.stats.as_dict()}}
+          "stats": {"load": load_stats, "train_batches": train_stats,
+                    "eval_batches": eval_stats}}
 
 
 def write_report(workdir, report) -> None:
