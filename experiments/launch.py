@@ -95,11 +95,6 @@ def launch(args: Sequence[str], *, num_processes: int, devices_per_process: int 
                         f"{devices_per_process}").strip()
   lock = threading.Lock()
   procs, pipes = [], []
-  for i, cmd in enumerate(commands(args, num_processes, port, module)):
-    procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT))
-    pipes.append(threading.Thread(target=_pipe, args=(i, procs[-1].stdout, lock), daemon=True))
-    pipes[-1].start()
 
   def forward(signum, frame):  # A preemption notice for the job: every process gets it.
     del frame
@@ -110,6 +105,12 @@ def launch(args: Sequence[str], *, num_processes: int, devices_per_process: int 
   previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
   stopped, deadline, failed = [], None, None
   try:
+    for i, cmd in enumerate(commands(args, num_processes, port, module)):
+      procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT))
+      pipes.append(threading.Thread(target=_pipe, args=(i, procs[-1].stdout, lock),
+                                    daemon=True))
+      pipes[-1].start()
     while len(stopped) < len(procs):
       for i, p in enumerate(procs):
         if i not in stopped and p.poll() is not None:

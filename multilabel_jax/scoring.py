@@ -181,10 +181,18 @@ def eval_fns(model, objective, *, r: int, use_fused: bool, chunk_size: int, mesh
 
 
 def gather(tree):
-  """Global arrays as numpy on every process (all-gathered across hosts)."""
-  if jax.process_count() > 1:
-    return multihost_utils.process_allgather(tree, tiled=True)
-  return jax.tree_util.tree_map(lambda a: None if a is None else np.asarray(a), tree)
+  """Global arrays as numpy on every process. A global array replicated on every device is
+  read from a local copy; any other (sharded, or this process's own rows) is all-gathered
+  across processes, the rows of each process in turn."""
+  if jax.process_count() == 1:
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+  def one(a):
+    if isinstance(a, jax.Array) and a.is_fully_replicated and not a.is_fully_addressable:
+      return np.asarray(a.addressable_data(0))
+    return multihost_utils.process_allgather(a, tiled=True)
+
+  return jax.tree_util.tree_map(one, tree)
 
 
 class Scorer:

@@ -224,7 +224,8 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
                                        seed=config.seed,
                                        freeze_on_nonfinite=config.nonfinite == "raise"),
                        donate_argnums=0)
-  pass_one, pass_two = (jax.jit(f) for f in make_eval_step(
+  replicated = NamedSharding(mesh, P())  # Every process reads the outputs of the whole batch.
+  pass_one, pass_two = (jax.jit(f, out_shardings=replicated) for f in make_eval_step(
       model, objective, r=report.eval_r(config, info.num_classes), use_fused=use_fused,
       chunk_size=config.head.chunk_size, mesh=head_mesh))
 
