@@ -1,7 +1,7 @@
 r"""Starts an N-process ``jax.distributed`` job on this machine, as a pod starts one per host.
 
   python -m experiments.launch --num_processes=2 --devices_per_process=4 -- \
-      --config=hashtag_pretrain.py:runlocal --config.mesh.classes=2 --workdir=runs/two
+      --config=hashtag_pretrain.py:runlocal --config.mesh.classes=2
 
 Every process runs the same command, ``python -m experiments.run`` with the arguments after
 ``--``, plus ``--coordinator=127.0.0.1:PORT`` (a free port), ``--num_processes=N`` and its

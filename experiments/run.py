@@ -17,13 +17,17 @@ code 75 (``checkpointing.PREEMPTED_EXIT_CODE``); the same command resumes it.
 
 Multi-process (``jax.distributed``), as pod jobs are started: the same command on every
 process, plus ``--coordinator=HOST:PORT`` (process 0's address), ``--num_processes=N`` and
-``--process_id=I`` (all three or none). On one machine ``experiments.launch`` starts the N
-processes (``python -m experiments.launch --num_processes=2 --devices_per_process=4 --
---config=hashtag_pretrain.py:runlocal``). A SIGTERM to any process checkpoints all of them
-at the same step, and each exits with code 75. A process that fails exits at once (code 1,
-after one line ``experiments.run: process I of N failed: ...``); when one dies, JAX stops the
-others within ``--heartbeat_timeout`` seconds (:mod:`multilabel_jax.multihost`). Rerunning
-the same commands resumes from the last complete checkpoint, with any number of processes.
+``--process_id=I`` (all three or none; else exit code 2). On one machine
+``experiments.launch`` starts the N processes:
+
+  python -m experiments.launch --num_processes=2 --devices_per_process=4 -- \
+      --config=hashtag_pretrain.py:runlocal --config.mesh.classes=2
+
+A SIGTERM to any process checkpoints all of them at the same step, and each exits with code
+75. A process that fails exits at once (code 1, after one line ``experiments.run: process I
+of N failed: ...``); when one dies, JAX stops the others within ``--heartbeat_timeout``
+seconds (:mod:`multilabel_jax.multihost`). Rerunning the same commands resumes from the last
+complete checkpoint; so does a run with another number of processes.
 """
 
 import ast
