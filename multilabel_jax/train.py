@@ -308,12 +308,13 @@ def _check_finite(config, state, workdir, train_data, train_step, to_global) -> 
   first = int(state["first_nonfinite"])
   if first < 0 or config.nonfinite != "raise":
     return
-  batch = train_data.train_batch(first - 1, count=False)  # The batch of step `first`.
+  batch = to_global(train_data.train_batch(first - 1, count=False))  # Of step `first`.
   replay = dict(state, step=jnp.asarray(first - 1, jnp.int32))
-  _, metrics = train_step(replay, to_global(batch))
+  _, metrics = train_step(replay, batch)
   diag = {"step": first, "loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"]),
-          "batch_label_ids": np.asarray(batch["label_ids"]).tolist()}
-  pathlib.Path(workdir, "nonfinite.json").write_text(json.dumps(diag))
+          "batch_label_ids": scoring.gather(batch["label_ids"]).tolist()}  # All processes'.
+  if jax.process_index() == 0:
+    pathlib.Path(workdir, "nonfinite.json").write_text(json.dumps(diag))
   what = "loss" if not np.isfinite(diag["loss"]) else "grads"
   raise NonFiniteError(
       f"step {first}: non-finite {what} (loss={diag['loss']}, grad_norm={diag['grad_norm']}); "
