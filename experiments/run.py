@@ -14,12 +14,27 @@ stderr (``unknown config key `config.optimizer.learning_rate`; did you mean
 
 On SIGTERM (preemption) the run saves a checkpoint at the next step boundary and exits with
 code 75 (``checkpointing.PREEMPTED_EXIT_CODE``); the same command resumes it.
+
+Multi-process (``jax.distributed``), as pod jobs are started: the same command on every
+process, plus ``--coordinator=HOST:PORT`` (process 0's address), ``--num_processes=N`` and
+``--process_id=I`` (all three or none; else exit code 2). On one machine
+``experiments.launch`` starts the N processes:
+
+  python -m experiments.launch --num_processes=2 --devices_per_process=4 -- \
+      --config=hashtag_pretrain.py:runlocal --config.mesh.classes=2
+
+A SIGTERM to any process checkpoints all of them at the same step, and each exits with code
+75. A process that fails exits at once (code 1, after one line ``experiments.run: process I
+of N failed: ...``); when one dies, JAX stops the others within ``--heartbeat_timeout``
+seconds (:mod:`multilabel_jax.multihost`). Rerunning the same commands resumes from the last
+complete checkpoint; so does a run with another number of processes.
 """
 
 import ast
 import datetime
 import functools
 import importlib.util
+import os
 import pathlib
 import re
 import sys
@@ -258,6 +273,18 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and the
                                "(default: runs/<config>-<time>).")
 
 
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator", None, "Multi-process run: HOST:PORT of process 0, where JAX's coordination "
+    "service listens (with --num_processes and --process_id).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Multi-process run: the number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "Multi-process run: this process's index, 0..N-1.")
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout", 30, "Multi-process run: seconds after which a process that stopped "
+    "sending heartbeats counts as dead, and the job stops.")
+
+
 def default_workdir(config_value: str) -> str:
   name = pathlib.Path(config_value.partition(":")[0]).stem
   arg = config_value.partition(":")[2].replace("=", "-").replace(",", "_")
@@ -273,10 +300,23 @@ def _quiet_orbax(record) -> bool:
 def main(argv, config=None):
   """Trains ``config`` (from :func:`run`; else the ``--config`` flag's, without overrides)."""
   del argv
+  from multilabel_jax import multihost  # pylint: disable=g-import-not-at-top
+  try:
+    distributed = multihost.check_flags(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                        _PROCESS_ID.value)
+    if _HEARTBEAT_TIMEOUT.value < 1:
+      raise ValueError(f"--heartbeat_timeout must be >= 1 (seconds), got "
+                       f"{_HEARTBEAT_TIMEOUT.value}.")
+  except ValueError as e:
+    print(f"experiments.run: error: {e}", file=sys.stderr)
+    sys.exit(USAGE_EXIT_CODE)
   # Imported here: TensorFlow and orbax take seconds, and a bad command line fails before.
   from multilabel_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
   logging.get_absl_handler().addFilter(_quiet_orbax)
   config = _CONFIG.value if config is None else config
+  if distributed:  # Before anything touches the devices.
+    multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                         heartbeat_timeout_s=_HEARTBEAT_TIMEOUT.value)
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   logging.info("workdir: %s", workdir)
   print(f"workdir: {workdir}", flush=True)
@@ -286,6 +326,20 @@ def main(argv, config=None):
     logging.warning("%s", e)
     print(e, flush=True)
     sys.exit(checkpointing.PREEMPTED_EXIT_CODE)
+  except Exception as e:  # pylint: disable=broad-except
+    import jax  # pylint: disable=g-import-not-at-top
+    if not jax.distributed.is_initialized():
+      raise
+    # Exit now: a clean exit would wait for the others at JAX's shutdown barrier while they
+    # wait for this process in a collective. Its death stops them (multihost's docstring).
+    index, count = ((_PROCESS_ID.value, _NUM_PROCESSES.value) if distributed
+                    else (jax.process_index(), jax.process_count()))
+    logging.exception("process %d of %d failed", index, count)
+    first_line = (str(e).splitlines() or [""])[0]
+    print(f"experiments.run: process {index} of {count} failed: {type(e).__name__}: "
+          f"{first_line}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)  # pylint: disable=protected-access
 
 
 def _is_help(arg: str) -> bool:

@@ -127,8 +127,8 @@ def counter(scorer, batches: Callable[[], Iterable[dict]], max_examples: int = 0
   def count_at_least(thresholds):
     thresholds = np.asarray(thresholds, np.float32)
     total = np.zeros(len(thresholds), np.int64)
-    for batch in evaluate.iterate(batches(), max_examples):
-      mask = np.asarray(batch["mask"], bool)
+    for batch, _, mask in evaluate.iterate(batches(), max_examples,
+                                           getattr(scorer, "rows", None)):
       total += np.asarray(scorer.pass_one(batch, thresholds).above, np.int64)[mask].sum(0)
     return total
   return count_at_least

@@ -70,7 +70,8 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_stats: dict, *,
 
 
 def load_state(workdir, step=None):
-  """``(step, state)`` of a run's checkpoint (the newest by default), as plain arrays.
+  """``(step, state)`` of a run's checkpoint (the newest by default), as arrays on this
+  process's first device, whatever the devices and processes that saved it.
 
   Example:
     >>> step, state = load_state("runs/hashtag_pretrain-...")
@@ -81,8 +82,20 @@ def load_state(workdir, step=None):
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {manager.directory}.")
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+      _stored_tree(manager.directory, step))
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(target)))
   return step, restored["state"]
+
+
+def _stored_tree(directory, step):
+  """The state's tree of orbax ``ArrayMetadata`` (shape, dtype) at ``step``."""
+  stored = ocp.PyTreeCheckpointer().metadata(
+      pathlib.Path(directory) / str(step) / "state").item_metadata
+  return stored.tree if hasattr(stored, "tree") else stored
 
 
 def load_variables(workdir, abstract, step=None):
@@ -115,8 +128,8 @@ def load_variables(workdir, abstract, step=None):
   if step not in steps:
     raise FileNotFoundError(f"no checkpoint of step {step} in {directory}; it has steps "
                             f"{sorted(steps)}.")
-  stored = ocp.PyTreeCheckpointer().metadata(directory / str(step) / "state").item_metadata
-  stored = {k: stored.tree[k] if hasattr(stored, "tree") else stored[k] for k in abstract}
+  stored = _stored_tree(directory, step)
+  stored = {k: stored[k] for k in abstract}
   _check_shapes(stored, abstract, f"checkpoint step {step} of {workdir}")
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree_util.tree_map(

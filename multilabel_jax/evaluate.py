@@ -36,16 +36,34 @@ AP_BLOCK = 16_384  # Positives per pass-two call (bounds the [B, P'] column scor
 MAP_METHOD = "exact two-pass (sklearn average_precision_score)"
 
 
-def iterate(batches: Iterable[dict], max_examples: int = 0):
-  """Eval batches, with ``mask`` cut so that at most ``max_examples`` rows count (0: all)."""
+def iterate(batches: Iterable[dict], max_examples: int = 0, rows: Optional[Callable] = None):
+  """``(batch, label_ids, mask)`` of each eval batch, with at most ``max_examples`` rows
+  counted (0: all).
+
+  ``rows``: ``batch -> (label_ids, mask)`` of the whole global batch, in the order of the
+  scorer's outputs (:meth:`scoring.Scorer.rows`; in a multi-process run each process reads
+  only its rows). None: the batch's own. Where the cut drops rows, the batch's ``mask`` is
+  cut too; in a multi-process run the batches must come cut (``eval_iter(split,
+  max_examples)``), since a process cannot cut the others' rows.
+  """
   seen = 0
   for batch in batches:
+    if rows is None:
+      labels, mask = np.asarray(batch["label_ids"]), np.asarray(batch["mask"], bool)
+    else:
+      labels, mask = (np.asarray(a) for a in rows(batch))
+      mask = mask.astype(bool)
     if max_examples:
-      mask = np.asarray(batch["mask"]).copy()
-      keep = np.cumsum(mask) + seen <= max_examples
-      batch = dict(batch, mask=mask & keep)
-    seen += int(np.asarray(batch["mask"]).sum())
-    yield batch
+      keep = mask & (np.cumsum(mask) + seen <= max_examples)
+      if (keep != mask).any():
+        if len(mask) != len(batch["mask"]):
+          raise ValueError(f"max_examples={max_examples} cuts a global batch that this "
+                           "process holds a part of: read the eval batches cut "
+                           "(InputPipeline.eval_iter(split, max_examples)).")
+        batch = dict(batch, mask=keep)
+      mask = keep
+    seen += int(mask.sum())
+    yield batch, labels, mask
     if max_examples and seen >= max_examples:
       return
 
@@ -199,7 +217,7 @@ def _ap_targets(ap):
 
 def _pass_two(scorer, batches, ap, max_examples):
   blocks, pooled = _ap_targets(ap)
-  for batch in iterate(batches(), max_examples):
+  for batch, _, _ in iterate(batches(), max_examples, getattr(scorer, "rows", None)):
     for j, (start, n, cls, thr) in enumerate(blocks):
       count_ge, max_below, hist, bin_max = scorer.pass_two(batch, cls, thr, pooled)
       ap.add_column_counts(start, np.asarray(count_ge)[:n], np.asarray(max_below)[:n])
@@ -244,9 +262,7 @@ def evaluate(scorer, batches: Callable[[], Iterable[dict]], *, objective, num_cl
   sums, per_decoder, truncated, n = {}, {name: None for name in decoders}, {}, 0
   sizes = {name: {} for name in ("labels", *decoders)}
   kept = {"values": [], "ids": [], "labels": []}
-  for batch in iterate(batches(), max_examples):
-    mask = np.asarray(batch["mask"], bool)
-    labels = np.asarray(batch["label_ids"])
+  for batch, labels, mask in iterate(batches(), max_examples, getattr(scorer, "rows", None)):
     one = scorer.pass_one(batch, thresholds, class_thresholds)
     values, ids = one.values, one.ids
     ap.add_positives(labels, one.label_scores, mask)

@@ -29,11 +29,12 @@ def eval_r(config, num_classes: int) -> int:
 def validation(config, eval_data, objective, scorer, info, label_stats, *,
                keep_values=False) -> dict:
   """Ranking metrics (exact mAP) on ``eval.validation_examples`` validation rows."""
+  n = config.eval.validation_examples
   return evaluate.evaluate(
-      scorer, lambda: eval_data.eval_iter("validation"), objective=objective,
+      scorer, lambda: eval_data.eval_iter("validation", n), objective=objective,
       num_classes=info.num_classes, top_ks=config.eval.top_ks,
       r=eval_r(config, info.num_classes), propensity=label_stats.propensities(),
-      max_examples=config.eval.validation_examples, keep_values=keep_values)
+      max_examples=n, keep_values=keep_values)
 
 
 def final_evaluation(config, source, eval_data, objective, scorer, label_stats) -> dict:
@@ -56,23 +57,27 @@ def final_evaluation(config, source, eval_data, objective, scorer, label_stats) 
     common["class_buckets"] = evaluate.frequency_buckets(label_stats.counts,
                                                          config.eval.frequency_buckets)
 
+  def validation_batches():  # The pipeline cuts them: the same rows on every process.
+    return eval_data.eval_iter("validation", config.eval.validation_examples)
+
+  def test_batches():
+    return eval_data.eval_iter("test", config.eval.test_examples)
+
   def run(scorer, objective, k):
     val = validation(config, eval_data, objective, scorer, info, label_stats, keep_values=True)
-    count = calibration_lib.counter(scorer, lambda: eval_data.eval_iter("validation"),
-                                    config.eval.validation_examples)
+    count = calibration_lib.counter(scorer, validation_batches, config.eval.validation_examples)
     calibration = calibration_lib.calibrate(
         val.pop("_calibration_inputs"), num_classes=info.num_classes, k=k,
         average_ks=config.eval.average_ks, count_at_least=count)
-    test = evaluate.evaluate(scorer, lambda: eval_data.eval_iter("test"), objective=objective,
+    test = evaluate.evaluate(scorer, test_batches, objective=objective,
                              calibration=calibration, pr_curve=True, **common)
     return calibration, val, test
 
   calibration, val, test = run(scorer, objective, objective.average_k)
   sets_only = {k: v for k, v in common.items() if k != "class_buckets"}
   sets_only["max_examples"] = config.eval.validation_examples
-  val_sets = evaluate.evaluate(scorer, lambda: eval_data.eval_iter("validation"),
-                               objective=objective, calibration=calibration, exact_map=False,
-                               **sets_only)["decoders"]
+  val_sets = evaluate.evaluate(scorer, validation_batches, objective=objective,
+                               calibration=calibration, exact_map=False, **sets_only)["decoders"]
   decoder, rule = calibration_lib.choose_decoder(predict_decoder(config),
                                                  objective.natural_decoder, val_sets)
   report = {"objective": objective.name, "natural_decoder": objective.natural_decoder,
@@ -122,13 +127,14 @@ def prediction_data(source) -> dict:
           "class_names": None if names is None or hasattr(source, "save_vocab") else list(names)}
 
 
-def data_summary(info, label_stats, load_stats, train_data, eval_data) -> dict:
-  """The report's ``data`` part: the dataset, and what loading and batching skipped."""
+def data_summary(info, label_stats, load_stats, train_stats: dict, eval_stats: dict) -> dict:
+  """The report's ``data`` part: the dataset, and what loading and batching skipped
+  (``train_stats``, ``eval_stats``: the pipelines' counts, summed over processes)."""
   return {"name": info.name, "num_classes": info.num_classes, "max_labels": info.max_labels,
           "num_train_examples": info.num_train_examples,
           "mean_train_labels": label_stats.mean_labels_per_example,
-          "stats": {"load": load_stats, "train_batches": train_data.stats.as_dict(),
-                    "eval_batches": eval_data.stats.as_dict()}}
+          "stats": {"load": load_stats, "train_batches": train_stats,
+                    "eval_batches": eval_stats}}
 
 
 def write_report(workdir, report) -> None:

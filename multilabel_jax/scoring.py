@@ -181,24 +181,53 @@ def eval_fns(model, objective, *, r: int, use_fused: bool, chunk_size: int, mesh
 
 
 def gather(tree):
-  """Global arrays as numpy on every process (all-gathered across hosts)."""
-  if jax.process_count() > 1:
-    return multihost_utils.process_allgather(tree, tiled=True)
-  return jax.tree_util.tree_map(lambda a: None if a is None else np.asarray(a), tree)
+  """Global arrays as numpy on every process. A global array replicated on every device is
+  read from a local copy; any other (sharded, or this process's own rows) is all-gathered
+  across processes, the rows of each process in turn."""
+  if jax.process_count() == 1:
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+  def one(a):
+    if isinstance(a, jax.Array) and a.is_fully_replicated and not a.is_fully_addressable:
+      return np.asarray(a.addressable_data(0))
+    return multihost_utils.process_allgather(a, tiled=True)
+
+  return jax.tree_util.tree_map(one, tree)
 
 
 class Scorer:
-  """Binds jitted ``pass_one`` / ``pass_two`` to a state; ``to_device`` places a batch."""
+  """Binds jitted ``pass_one`` / ``pass_two`` to a state; ``to_device`` places a batch.
+
+  In a multi-process run each process passes its rows of a global batch and gets the
+  outputs of the whole batch (all-gathered); :meth:`rows` gives the labels and mask of the
+  whole batch in the same order, for the host-side metrics.
+  """
 
   def __init__(self, pass_one: Callable, pass_two: Callable, state=None, *,
-               to_device: Callable = lambda b: b):
+               to_device: Callable = lambda b: b, process_local: bool = False):
+    """``process_local``: the passes compute on this process's rows only (host scores), so
+    pass two's counts are added up, and its maxima taken, across processes."""
     self._one, self._two, self._state, self._put = pass_one, pass_two, state, to_device
+    self._local = process_local
 
   def pass_one(self, batch, thresholds, class_thresholds=None) -> PassOne:
     return gather(self._one(self._state, self._put(batch), thresholds, class_thresholds))
 
   def pass_two(self, batch, classes, thresholds, pooled):
-    return gather(self._two(self._state, self._put(batch), classes, thresholds, pooled))
+    out = self._two(self._state, self._put(batch), classes, thresholds, pooled)
+    if not self._local or jax.process_count() == 1:
+      return gather(out)
+    count_ge, max_below, hist, bin_max = multihost_utils.process_allgather(out)  # [P, ...]
+    return (count_ge.sum(0, dtype=count_ge.dtype), max_below.max(0),
+            hist.sum(0, dtype=hist.dtype), bin_max.max(0))
+
+  def rows(self, batch):
+    """``(label_ids, mask)`` of the global batch as numpy, in the order of the outputs."""
+    rows = {"label_ids": batch["label_ids"], "mask": batch["mask"]}
+    if jax.process_count() == 1:
+      return np.asarray(rows["label_ids"]), np.asarray(rows["mask"])
+    rows = gather(self._put(rows))
+    return rows["label_ids"], rows["mask"]
 
 
 def array_scorer(scores_fn: Callable, r: int, counts_fn: Optional[Callable] = None) -> Scorer:
@@ -215,4 +244,4 @@ def array_scorer(scores_fn: Callable, r: int, counts_fn: Optional[Callable] = No
     return two(jnp.asarray(scores_fn(batch), jnp.float32), batch["label_ids"], batch["mask"],
                classes, thresholds, pooled)
 
-  return Scorer(pass_one, pass_two)
+  return Scorer(pass_one, pass_two, process_local=True)

@@ -12,6 +12,12 @@ Resumption is exact: the batch of step s is a pure function of (seed, s), dropou
 and the counts of non-finite updates. The newest *readable* checkpoint is restored, SIGTERM
 checkpoints and stops at the next step (:mod:`multilabel_jax.checkpointing`).
 
+Multi-process runs (``jax.distributed``, :mod:`multilabel_jax.multihost`): each process reads
+only its rows of every global batch, and the global batch, hence the run, does not depend on
+the number of processes, so a checkpoint of N processes resumes in M. Every process evaluates
+(the scorer all-gathers the scores); only process 0 writes files other than its checkpoint
+shards (config, vocabulary, metrics, validation history, calibration, report).
+
 Non-finite losses or gradients are detected on device: the update is not applied (the step
 still counts), and the host reads the count only when it syncs anyway (log, checkpoint,
 validation and last steps), so the loop never waits for the device at every step. With
@@ -34,7 +40,8 @@ import optax
 from clu import metric_writers, periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from multilabel_jax import builders, checkpointing, configs, models, optim, report, scoring
+from multilabel_jax import builders, checkpointing, configs, models, multihost, optim, report
+from multilabel_jax import scoring
 from multilabel_jax import calibration as calibration_lib
 import multilabel_jax.data as data_lib
 
@@ -159,7 +166,8 @@ def restore_or_init(config, model, tx, train_data, mesh, manager):
   if state is None:
     return jax.jit(lambda r: init_state(model, tx, example_inputs, r),
                    out_shardings=shardings)(jax.random.key(config.seed))
-  train_data.stats = data_lib.DataStats(**data_stats)  # Counts of the steps before.
+  if jax.process_index() == 0:  # The checkpoint holds all processes' counts of the steps before.
+    train_data.stats = data_lib.DataStats(**data_stats)
   logging.info("resumed from step %d (%s)", restored_step, manager.directory)
   return state
 
@@ -172,8 +180,8 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
   """
   # --- Set-up and checks (all before any compute).
   configs.validate(config)
-  if config.distributed:
-    jax.distributed.initialize()
+  if config.distributed:  # On a cluster that JAX detects; else see experiments.run's flags.
+    multihost.initialize()
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
   if is_main:
@@ -216,7 +224,8 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
                                        seed=config.seed,
                                        freeze_on_nonfinite=config.nonfinite == "raise"),
                        donate_argnums=0)
-  pass_one, pass_two = (jax.jit(f) for f in make_eval_step(
+  replicated = NamedSharding(mesh, P())  # Every process reads the outputs of the whole batch.
+  pass_one, pass_two = (jax.jit(f, out_shardings=replicated) for f in make_eval_step(
       model, objective, r=report.eval_r(config, info.num_classes), use_fused=use_fused,
       chunk_size=config.head.chunk_size, mesh=head_mesh))
 
@@ -234,7 +243,7 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
   train_start, step, metrics = time.time(), start_step, None
   logging.info("training steps %d..%d", start_step, config.total_steps)
   batches = train_data.train_iter(start_step, config.total_steps - start_step)
-  with checkpointing.PreemptionWatcher(config.distributed) as preemption:
+  with checkpointing.PreemptionWatcher(jax.process_count() > 1) as preemption:
     for step, batch in zip(range(start_step + 1, config.total_steps + 1), batches):
       state, metrics = train_step(state, to_global(batch))
       for hook in hooks:
@@ -251,7 +260,8 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
         history.append({"step": step, **val})
         if is_main:
           checkpointing.save_validation_history(workdir, history)
-      checkpointing.save(manager, step, state, train_data.stats.as_dict())
+      if manager.should_save(step):  # Orbax's policies agree across processes.
+        checkpointing.save(manager, step, state, _run_stats(train_data), force=True)
       if preemption.requested(step):
         _save_and_flush(manager, writer, step, state, train_data)
         raise checkpointing.Preempted(step, manager.directory)
@@ -276,7 +286,8 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
   writer.write_scalars(step, val)
   result.update(
       config=json.loads(config.to_json_best_effort()), validation_history=history,
-      data=report.data_summary(info, label_stats, load_stats, train_data, eval_data),
+      data=report.data_summary(info, label_stats, load_stats, _run_stats(train_data),
+                               _run_stats(eval_data)),
       train={"start_step": start_step, "steps": config.total_steps,
              "seconds_this_run": train_seconds, "skipped_updates": int(state["skipped_updates"]),
              "fused_head": use_fused, "wide_heads": list(model.wide_heads),
@@ -297,12 +308,13 @@ def _check_finite(config, state, workdir, train_data, train_step, to_global) -> 
   first = int(state["first_nonfinite"])
   if first < 0 or config.nonfinite != "raise":
     return
-  batch = train_data.train_batch(first - 1, count=False)  # The batch of step `first`.
+  batch = to_global(train_data.train_batch(first - 1, count=False))  # Of step `first`.
   replay = dict(state, step=jnp.asarray(first - 1, jnp.int32))
-  _, metrics = train_step(replay, to_global(batch))
+  _, metrics = train_step(replay, batch)
   diag = {"step": first, "loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"]),
-          "batch_label_ids": np.asarray(batch["label_ids"]).tolist()}
-  pathlib.Path(workdir, "nonfinite.json").write_text(json.dumps(diag))
+          "batch_label_ids": scoring.gather(batch["label_ids"]).tolist()}  # All processes'.
+  if jax.process_index() == 0:
+    pathlib.Path(workdir, "nonfinite.json").write_text(json.dumps(diag))
   what = "loss" if not np.isfinite(diag["loss"]) else "grads"
   raise NonFiniteError(
       f"step {first}: non-finite {what} (loss={diag['loss']}, grad_norm={diag['grad_norm']}); "
@@ -310,9 +322,14 @@ def _check_finite(config, state, workdir, train_data, train_step, to_global) -> 
       "updates instead.")
 
 
+def _run_stats(pipeline) -> dict:
+  """What the pipeline's batches skipped or truncated, summed over the processes."""
+  return multihost.sum_over_processes(pipeline.stats.as_dict())
+
+
 def _save_and_flush(manager, writer, step, state, train_data):
   if step not in manager.all_steps():
-    checkpointing.save(manager, step, state, train_data.stats.as_dict(), force=True)
+    checkpointing.save(manager, step, state, _run_stats(train_data), force=True)
   manager.wait_until_finished()
   writer.flush()
 

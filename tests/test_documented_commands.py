@@ -8,7 +8,9 @@ and a few overrides that keep them to seconds (:data:`SMALL`; :data:`FULL_SMALL`
 ``experiments.sweep`` commands run as documented plus ``--dry_run``: they list the runs
 still to do against the stored results and train nothing. ``experiments.predict`` commands
 run as documented on a fresh ``jsonl.py:runlocal`` run (their ``--workdir``), with the
-fixture's readable records as ``--input`` and a fresh ``--output``. Synopses with placeholders
+fixture's readable records as ``--input`` and a fresh ``--output``. ``experiments.launch``
+commands run as documented, with the ``experiments.run`` arguments after ``--`` in their
+runlocal form as above. Synopses with placeholders
 (``--config=FILE[:ARG]``, ``<config>.py``, ``...``) are not commands and are skipped.
 """
 
@@ -96,6 +98,10 @@ def runnable(command: Documented, workdir) -> Tuple[str, ...]:
                  if a.split("=", 1)[0] not in ("--workdir", "--input", "--output"))
     return (f"--workdir={workdir}", f"--input={workdir.parent / 'records.jsonl'}",
             f"--output={workdir.parent / 'labels.jsonl'}") + kept
+  if command.module == "experiments.launch":  # Its own flags, then experiments.run's.
+    split = command.args.index("--") + 1
+    run_args = Documented("experiments.run", command.args[split:], command.where)
+    return command.args[:split] + runnable(run_args, workdir)
   assert command.module == "experiments.run", f"no rule to run {command} cheaply"
   out, full = [], False
   for arg in command.args:
@@ -116,9 +122,12 @@ def test_the_documented_commands_are_found():
   assert ("experiments.run --config=debtags.py --config.seed=1 --workdir=runs/debtags_s1"
           in names)  # README: a seed of the shipped config, stored for RESULTS.md.
   assert "experiments.predict --workdir=W --input=records.jsonl --output=labels.jsonl" in names
+  assert ("experiments.launch --num_processes=2 --devices_per_process=4 -- "
+          "--config=hashtag_pretrain.py:runlocal --config.mesh.classes=2") in names
   assert {c.module for c in COMMANDS} == {"experiments.run", "experiments.sweep",
-                                          "experiments.predict"}
-  assert len(SYNOPSES) == 2 and all("--config=" in s for s in SYNOPSES)  # README, ARCHITECTURE.
+                                          "experiments.predict", "experiments.launch"}
+  # README (2: training, one process of a multi-process run), ARCHITECTURE.
+  assert len(SYNOPSES) == 3 and all("--config=" in s for s in SYNOPSES)
 
 
 def _is_json(line: str) -> bool:
@@ -154,8 +163,8 @@ def test_documented_command_runs(command, tmp_path):
   out = subprocess.run([sys.executable, "-m", command.module, *args], cwd=REPO,
                        capture_output=True, text=True, timeout=900, env=env)
   assert out.returncode == 0, (f"{command} (in {', '.join(command.where)}), run as "
-                               f"{shlex.join(args)}:\n{out.stderr[-4000:]}")
-  if command.module == "experiments.run":
+                               f"{shlex.join(args)}:\n{out.stderr[-4000:]}{out.stdout[-3000:]}")
+  if command.module in ("experiments.run", "experiments.launch"):
     assert (tmp_path / "workdir" / "report.json").exists()
   elif command.module == "experiments.predict":
     written = (tmp_path / "labels.jsonl").read_text().splitlines()

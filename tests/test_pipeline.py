@@ -93,6 +93,22 @@ def test_eval_covers_every_example_exactly_once(procs):
   np.testing.assert_array_equal(np.sort(seen), np.arange(103))
 
 
+@pytest.mark.parametrize("procs", [1, 2, 4])
+def test_eval_cut_at_max_examples_is_the_same_on_every_process(procs):
+  """``eval_iter(split, max_examples)``: the first 40 examples once, in ceil(40 / 16) = 3
+  batches on every process (a process cannot cut the others' rows; evaluate.iterate)."""
+  src = _source(n=103)
+  seen = []
+  for p in range(procs):
+    pipe = pl.InputPipeline(src, global_batch_size=16, process_index=p, process_count=procs)
+    batches = list(pipe.eval_iter("validation", 40))
+    assert len(batches) == 3
+    for batch in batches:
+      seen.extend(batch["features"][batch["mask"], 0].astype(int))
+      assert (batch["label_ids"][~batch["mask"]] == -1).all()
+  np.testing.assert_array_equal(np.sort(seen), np.arange(40))
+
+
 def test_resume_sees_the_same_batches():
   src = _source(n=50)
   pipe = pl.InputPipeline(src, global_batch_size=8, seed=5, process_index=0, process_count=1)

@@ -7,8 +7,8 @@
   (its examples are already i.i.d.). Optional inverse-square-root frequency resampling
   (Mahajan et al. 2018) draws examples with probability proportional to the mean or max over
   their labels of ``1 / sqrt(count_c)``, with replacement, from ``uniform(seed, s, row)``.
-* Evaluation: every example exactly once; the last global batch is padded and ``mask`` is
-  False on the padding (whose ``label_ids`` are all -1).
+* Evaluation: every example exactly once (or the first ``max_examples``); the last global
+  batch is padded and ``mask`` is False on the padding (whose ``label_ids`` are all -1).
 * Sharding: process ``p`` of ``P`` gets rows ``[p B/P, (p+1) B/P)`` of each global batch.
 * Prefetch: ``tf.data`` runs ``source.read`` (via ``tf.numpy_function``) ahead in background
   threads; label checks run on the consumer side so ``strict`` raises a plain ValueError.
@@ -304,19 +304,19 @@ class InputPipeline:
                          process_index=self.process_index, process_count=self.process_count,
                          sampling_cdf=self.sampling_cdf)
 
-  def num_eval_batches(self, split: str) -> int:
-    return num_eval_batches(self._eval_size(split), self.global_batch_size)
+  def num_eval_batches(self, split: str, max_examples: int = 0) -> int:
+    return num_eval_batches(self._eval_size(split, max_examples), self.global_batch_size)
 
-  def eval_indices(self, split: str, batch: int):
-    return eval_indices(batch, num_examples=self._eval_size(split),
+  def eval_indices(self, split: str, batch: int, max_examples: int = 0):
+    return eval_indices(batch, num_examples=self._eval_size(split, max_examples),
                         global_batch_size=self.global_batch_size,
                         process_index=self.process_index, process_count=self.process_count)
 
-  def _eval_size(self, split):
+  def _eval_size(self, split, max_examples: int = 0):
     n = self.source.num_examples(split)
     if n is None:
       raise ValueError(f"Cannot evaluate on the unbounded split {split!r}.")
-    return n
+    return min(n, max_examples) if max_examples else n
 
   # ----------------------------------------------------------------------- Batches.
 
@@ -341,8 +341,8 @@ class InputPipeline:
     """
     return self._finish(self.source.read("train", self.train_indices(step)), count=count)
 
-  def eval_batch(self, split: str, batch: int) -> dict:
-    idx, mask = self.eval_indices(split, batch)
+  def eval_batch(self, split: str, batch: int, max_examples: int = 0) -> dict:
+    idx, mask = self.eval_indices(split, batch, max_examples)
     return self._finish(self.source.read(split, idx), mask)
 
   def train_iter(self, start_step: int = 0, num_steps: Optional[int] = None) -> Iterator[dict]:
@@ -353,13 +353,14 @@ class InputPipeline:
         "train", self.train_indices(s))):
       yield self._finish(raw)
 
-  def eval_iter(self, split: str) -> Iterator[dict]:
-    """Every example of ``split`` once; the last batch padded, see ``mask``."""
+  def eval_iter(self, split: str, max_examples: int = 0) -> Iterator[dict]:
+    """Every example of ``split`` once, or its first ``max_examples`` (0: all); the last
+    batch padded, see ``mask``. Every process gets the same number of batches."""
     def read(b):
-      return self.source.read(split, self.eval_indices(split, b)[0])
+      return self.source.read(split, self.eval_indices(split, b, max_examples)[0])
 
-    for b, raw in self._prefetched(0, self.num_eval_batches(split), read):
-      yield self._finish(raw, self.eval_indices(split, b)[1])
+    for b, raw in self._prefetched(0, self.num_eval_batches(split, max_examples), read):
+      yield self._finish(raw, self.eval_indices(split, b, max_examples)[1])
 
   def _prefetched(self, start: int, stop: int, read):
     """Yields ``(step, raw batch)`` for steps in ``[start, stop)``, read ahead by tf.data."""

@@ -1,0 +1,164 @@
+r"""Starts an N-process ``jax.distributed`` job on this machine, as a pod starts one per host.
+
+  python -m experiments.launch --num_processes=2 --devices_per_process=4 -- \
+      --config=hashtag_pretrain.py:runlocal --config.mesh.classes=2
+
+Every process runs the same command, ``python -m experiments.run`` with the arguments after
+``--``, plus ``--coordinator=127.0.0.1:PORT`` (a free port), ``--num_processes=N`` and its
+``--process_id``. ``--devices_per_process=K`` gives each process K CPU devices (XLA's
+``--xla_force_host_platform_device_count``). Their output is printed line by line, each
+line prefixed with ``[i]``, the process index.
+
+Exit code: 0 when every process succeeded; 75 (``checkpointing.PREEMPTED_EXIT_CODE``) when
+they were preempted (SIGTERM, which the launcher passes on to every process); else the code
+of the first process that failed (128 + the signal number for a signal). When a process
+fails, the others normally stop within ``--heartbeat_timeout`` of ``experiments.run``
+(JAX's distributed runtime); those still running ``--grace_period`` seconds later are killed.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import List, Sequence
+
+from absl import app, flags
+
+PREEMPTED_EXIT_CODE = 75  # checkpointing.PREEMPTED_EXIT_CODE, without importing jax here.
+_PROCESS_FLAGS = ("--coordinator", "--num_processes", "--process_id")
+
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 2, "Processes to start.")
+_DEVICES = flags.DEFINE_integer(
+    "devices_per_process", 0, "CPU devices of each process (0: leave XLA_FLAGS as it is).")
+_PORT = flags.DEFINE_integer("port", 0, "The coordinator's port (0: a free one).")
+_GRACE = flags.DEFINE_float(
+    "grace_period", 60.0, "Seconds the other processes get to stop by themselves after one "
+    "failed, before they are killed.")
+_MODULE = flags.DEFINE_string("module", "experiments.run", "The module every process runs.")
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def describe(code: int) -> str:
+  """``exit code 3`` or ``signal SIGKILL``, of a ``Popen.returncode``."""
+  if code < 0:
+    try:
+      return f"signal {signal.Signals(-code).name}"
+    except ValueError:
+      return f"signal {-code}"
+  return f"exit code {code}"
+
+
+def job_exit_code(codes: Sequence[int], stop_order: Sequence[int] = ()) -> int:
+  """The launcher's exit code from the processes' (see the module docstring);
+  ``stop_order``: process indices in the order they were seen to stop."""
+  if all(c == 0 for c in codes):
+    return 0
+  if all(c in (0, PREEMPTED_EXIT_CODE) for c in codes):
+    return PREEMPTED_EXIT_CODE
+  order = list(stop_order) + [i for i in range(len(codes)) if i not in stop_order]
+  code = next(codes[i] for i in order if codes[i] not in (0, PREEMPTED_EXIT_CODE))
+  return 128 - code if code < 0 else code
+
+
+def commands(args: Sequence[str], num_processes: int, port: int, module: str) -> List[list]:
+  """The command of each process: the same but for ``--process_id``."""
+  given = [a for a in args if a.split("=", 1)[0] in _PROCESS_FLAGS]
+  if given:
+    raise ValueError(f"{given[0]}: the launcher sets {', '.join(_PROCESS_FLAGS)} itself.")
+  return [[sys.executable, "-m", module, *args, f"--coordinator=127.0.0.1:{port}",
+           f"--num_processes={num_processes}", f"--process_id={i}"]
+          for i in range(num_processes)]
+
+
+def _pipe(index: int, stream, lock) -> None:
+  for line in iter(stream.readline, b""):
+    with lock:
+      sys.stdout.write(f"[{index}] {line.decode(errors='replace')}")
+      sys.stdout.flush()
+
+
+def launch(args: Sequence[str], *, num_processes: int, devices_per_process: int = 0,
+           port: int = 0, grace_period: float = 60.0, module: str = "experiments.run") -> int:
+  """Runs the job; returns its exit code."""
+  port = port or free_port()
+  env = dict(os.environ)
+  if devices_per_process:
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
+                        f"{devices_per_process}").strip()
+  lock = threading.Lock()
+  procs, pipes = [], []
+
+  def forward(signum, frame):  # A preemption notice for the job: every process gets it.
+    del frame
+    for p in procs:
+      if p.poll() is None:
+        p.send_signal(signum)
+
+  previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+  stopped, deadline, failed = [], None, None
+  try:
+    for i, cmd in enumerate(commands(args, num_processes, port, module)):
+      procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT))
+      pipes.append(threading.Thread(target=_pipe, args=(i, procs[-1].stdout, lock),
+                                    daemon=True))
+      pipes[-1].start()
+    while len(stopped) < len(procs):
+      for i, p in enumerate(procs):
+        if i not in stopped and p.poll() is not None:
+          stopped.append(i)
+          if p.returncode and deadline is None:
+            deadline, failed = time.monotonic() + grace_period, i
+            _say(lock, f"process {i} stopped ({describe(p.returncode)}); the others get "
+                 f"{grace_period:g} s to stop")
+      if deadline is not None and time.monotonic() > deadline:
+        for i, p in enumerate(procs):
+          if p.poll() is None:
+            p.kill()
+            _say(lock, f"process {i} still running {grace_period:g} s after process "
+                 f"{failed} stopped: killed")
+        deadline = float("inf")
+      time.sleep(0.1)
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+  for t in pipes:
+    t.join(timeout=5)
+  codes = [p.returncode for p in procs]
+  _say(lock, "; ".join(f"process {i}: {describe(c)}" for i, c in enumerate(codes)))
+  return job_exit_code(codes, stopped)
+
+
+def _say(lock, message: str) -> None:
+  with lock:
+    print(f"experiments.launch: {message}", flush=True)
+
+
+def main(argv):
+  args = argv[1:]
+  if args[:1] == ["--"]:
+    args = args[1:]
+  try:
+    if _NUM_PROCESSES.value < 1:
+      raise ValueError(f"--num_processes must be >= 1, got {_NUM_PROCESSES.value}.")
+    if _DEVICES.value < 0:
+      raise ValueError(f"--devices_per_process must be >= 0, got {_DEVICES.value}.")
+    commands(args, 1, 1, _MODULE.value)  # Checks the arguments.
+  except ValueError as e:
+    print(f"experiments.launch: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  sys.exit(launch(args, num_processes=_NUM_PROCESSES.value,
+                  devices_per_process=_DEVICES.value, port=_PORT.value,
+                  grace_period=_GRACE.value, module=_MODULE.value))
+
+
+if __name__ == "__main__":
+  app.run(main)
