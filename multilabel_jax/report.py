@@ -16,9 +16,6 @@ import numpy as np
 from multilabel_jax import calibration as calibration_lib
 from multilabel_jax import evaluate, scoring
 
-# The oracle's dense marginals [B, C] are computed on the host; above this many classes
-# its report keeps ranking at k only (no mAP, which needs every class's scores).
-ORACLE_DENSE_MAX_CLASSES = 131_072
 
 
 def eval_r(config, num_classes: int) -> int:
@@ -88,11 +85,21 @@ def final_evaluation(config, source, eval_data, objective, scorer, label_stats) 
                         "validation_f1_micro": {n: m["f1_micro"] for n, m in val_sets.items()}},
             "validation": {"num_examples": val["num_examples"], "ranking": val["ranking"]},
             "test": test, "_calibration": calibration}
-  if config.eval.oracle and hasattr(source, "oracle_marginals_from_inputs") and (
-      info.num_classes <= ORACLE_DENSE_MAX_CLASSES):
-    oracle = scoring.array_scorer(source.oracle_marginals_from_inputs, r)
+  oracle = oracle_scorer(config, source, r)
+  if oracle is not None:
     report["oracle"] = run(oracle, evaluate.PROBABILITIES, None)[2]
   return report
+
+
+def oracle_scorer(config, source, r: int):
+  """The scorer of the source's Bayes-optimal marginals, or None: no oracle asked for, none
+  known, or more classes than the source computes dense marginals for (they are ``[B, C]``
+  arrays on the host; hashtag_world's limit is ``MAX_DENSE_CLASSES``)."""
+  limit = getattr(source, "max_dense_marginal_classes", 0)
+  if not (config.eval.oracle and hasattr(source, "oracle_marginals_from_inputs")
+          and source.info.num_classes <= limit):
+    return None
+  return scoring.array_scorer(source.oracle_marginals_from_inputs, r)
 
 
 def predict_decoder(config) -> str:

@@ -178,6 +178,26 @@ def test_report_map_equals_sklearn_on_the_oracle(tmp_path):
       skm.average_precision_score(y, marg, average="micro"), abs=1e-6)
 
 
+def test_the_oracle_is_evaluated_only_where_its_dense_marginals_exist():
+  from multilabel_jax import report  # pylint: disable=g-import-not-at-top
+  from multilabel_jax.data import hashtag_world  # pylint: disable=g-import-not-at-top
+  config = tiny_config("softmax")
+  limit = hashtag_world.MAX_DENSE_CLASSES
+  small = hashtag_world.HashtagWorld(1000, num_validation=8, num_test=8)
+  assert report.oracle_scorer(config, small, r=64) is not None
+  config.eval.oracle = False
+  assert report.oracle_scorer(config, small, r=64) is None
+  config.eval.oracle = True
+  # Above the limit the simulator refuses dense marginals, so the report has no oracle part
+  # (the `full` config's 131,072 classes crashed the final evaluation before).
+  big = hashtag_world.HashtagWorld(limit + 1, num_validation=8, num_test=8)
+  with pytest.raises(ValueError, match="too large"):
+    big.oracle_marginals_from_inputs(big.read("test", np.arange(2)))
+  assert report.oracle_scorer(config, big, r=64) is None
+  at_limit = hashtag_world.HashtagWorld(limit, num_validation=8, num_test=8)
+  assert report.oracle_scorer(config, at_limit, r=64) is not None
+
+
 def test_average_k_beyond_the_top_r_is_found_exactly_by_counting_passes():
   scores, labels = _problem(4, n=50, c=30)
   scores[:5] = 1.0  # Saturated rows: all their candidates pass any average-K threshold.

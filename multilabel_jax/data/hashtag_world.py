@@ -116,6 +116,9 @@ class HashtagWorld:
     seed: everything is a pure function of it.
   """
 
+  # Dense oracle marginals ([B, C] on the host) up to this many classes; above, top_k only.
+  max_dense_marginal_classes = MAX_DENSE_CLASSES
+
   def __init__(self, num_classes: int = 20_000, *, zipf_exponent: float = 1.0,
                group_size: int = 2, num_topics: Optional[int] = None, dim: int = 128,
                noise: float = 0.2, context_rate: float = 2.0, max_context: int = 8,
