@@ -99,3 +99,15 @@ def sum_over_processes(counts: Mapping[str, int]) -> dict:
   local = np.asarray([int(counts[k]) for k in names], np.int32)
   every = np.asarray(multihost_utils.process_allgather(local))  # [processes, names]
   return {k: int(v) for k, v in zip(names, every.astype(np.int64).sum(0))}
+
+
+def sum_arrays_over_processes(*arrays: np.ndarray):
+  """Each int array summed over all processes (every process calls it with the same
+  shapes), as int64; the arrays themselves in a single-process run."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return tuple(np.asarray(a, np.int64) for a in arrays)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  # int32 on the wire (JAX's default without x64); each count is at most the examples read.
+  every = multihost_utils.process_allgather(tuple(np.asarray(a, np.int32) for a in arrays))
+  return tuple(np.asarray(e).astype(np.int64).sum(0) for e in every)

@@ -139,6 +139,21 @@ def test_label_stats_and_propensities():
   assert ((p > 0) & (p < 1)).all() and (np.diff(p[np.argsort(st.counts)]) >= -1e-12).all()
 
 
+@pytest.mark.parametrize("processes", [2, 3, 7])
+def test_label_stats_of_process_shares_add_up_to_the_whole(processes):
+  src = _source(n=200)
+  whole = pl.compute_label_stats(src, "train", 200, chunk=16)
+  parts = [pl.compute_label_stats(src, "train", 200, chunk=16, process_index=p,
+                                  process_count=processes) for p in range(processes)]
+  np.testing.assert_array_equal(sum(p.counts for p in parts), whole.counts)
+  np.testing.assert_array_equal(sum(p.labels_per_example for p in parts),
+                                whole.labels_per_example)
+  # Each share counts its own rows: disjoint, and together every example once.
+  assert [int(p.labels_per_example.sum()) for p in parts] == [
+      200 * (i + 1) // processes - 200 * i // processes for i in range(processes)]
+  assert all(p.num_examples == 200 for p in parts)
+
+
 @pytest.mark.parametrize("reduce", ["mean", "max"])
 def test_inverse_sqrt_resampling(reduce):
   labels = np.array([[0, -1], [0, 1], [1, -1], [2, -1], [-1, -1]] * 4)  # counts 8, 8, 4.

@@ -182,17 +182,23 @@ class LabelStats:
     return np.asarray(metrics.propensities(self.counts, self.num_examples, a, b))
 
 
-def _scan(source: base.Source, split: str, n: int, chunk: int, fn):
+def _scan(source: base.Source, split: str, n: int, chunk: int, fn, start: int = 0):
   info = source.info
-  for s in range(0, n, chunk):
+  for s in range(start, n, chunk):
     ids = base.read_labels(source, split, np.arange(s, min(s + chunk, n)))
     ids, _ = sanitize_labels(ids, info.num_classes, info.max_labels)
     fn(s, ids)
 
 
 def compute_label_stats(source: base.Source, split: str = "train",
-                        num_examples: Optional[int] = None, chunk: int = 8192) -> LabelStats:
-  """Counts labels over the first ``num_examples`` (default: the whole finite split)."""
+                        num_examples: Optional[int] = None, chunk: int = 8192, *,
+                        process_index: int = 0, process_count: int = 1) -> LabelStats:
+  """Counts labels over the first ``num_examples`` (default: the whole finite split).
+
+  With ``process_count`` > 1 only this process's share of them, the contiguous rows
+  ``[p n / P, (p + 1) n / P)``: the counts of all processes add up to those of the whole
+  (``num_examples`` stays ``n``), see :meth:`InputPipeline.label_stats`.
+  """
   n = num_examples if num_examples is not None else source.num_examples(split)
   if n is None:
     raise ValueError(f"Split {split!r} is unbounded: pass `num_examples`.")
@@ -205,7 +211,8 @@ def compute_label_stats(source: base.Source, split: str = "train",
     counts[:] += np.bincount(v, minlength=c)
     hist[:] += np.bincount((ids >= 0).sum(1), minlength=lmax + 1)
 
-  _scan(source, split, n, chunk, add)
+  _scan(source, split, n * (process_index + 1) // process_count, chunk, add,
+        start=n * process_index // process_count)
   return LabelStats(counts, n, hist)
 
 
@@ -281,10 +288,22 @@ class InputPipeline:
 
   @property
   def label_stats(self) -> LabelStats:
-    """Computed once: over the training split, or its first ``stats_examples`` if unbounded."""
+    """Computed once: over the training split, or its first ``stats_examples`` if unbounded.
+
+    In a multi-process job each process reads the labels of its share of those examples
+    and the counts are summed over the processes (the same statistics on every process).
+    """
     if self._label_stats is None:
       n = self.num_train_examples if self.num_train_examples is not None else self.stats_examples
-      self._label_stats = compute_label_stats(self.source, "train", n)
+      import jax  # pylint: disable=g-import-not-at-top
+      if jax.process_count() > 1 and self.process_count == jax.process_count():
+        from multilabel_jax import multihost  # pylint: disable=g-import-not-at-top
+        part = compute_label_stats(self.source, "train", n, process_index=self.process_index,
+                                   process_count=self.process_count)
+        counts, hist = multihost.sum_arrays_over_processes(part.counts, part.labels_per_example)
+        self._label_stats = LabelStats(counts, n, hist)
+      else:
+        self._label_stats = compute_label_stats(self.source, "train", n)
     return self._label_stats
 
   @property
