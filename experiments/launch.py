@@ -30,14 +30,17 @@ from absl import app, flags
 PREEMPTED_EXIT_CODE = 75  # checkpointing.PREEMPTED_EXIT_CODE, without importing jax here.
 _PROCESS_FLAGS = ("--coordinator", "--num_processes", "--process_id")
 
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 2, "Processes to start.")
-_DEVICES = flags.DEFINE_integer(
-    "devices_per_process", 0, "CPU devices of each process (0: leave XLA_FLAGS as it is).")
-_PORT = flags.DEFINE_integer("port", 0, "The coordinator's port (0: a free one).")
-_GRACE = flags.DEFINE_float(
-    "grace_period", 60.0, "Seconds the other processes get to stop by themselves after one "
-    "failed, before they are killed.")
-_MODULE = flags.DEFINE_string("module", "experiments.run", "The module every process runs.")
+
+def define_flags() -> None:
+  """The launcher's flags, defined only when it runs as a program (``python -m``), so that
+  importing its functions beside ``experiments.run`` (whose flags share names) is safe."""
+  flags.DEFINE_integer("num_processes", 2, "Processes to start.")
+  flags.DEFINE_integer("devices_per_process", 0,
+                       "CPU devices of each process (0: leave XLA_FLAGS as it is).")
+  flags.DEFINE_integer("port", 0, "The coordinator's port (0: a free one).")
+  flags.DEFINE_float("grace_period", 60.0, "Seconds the other processes get to stop by "
+                     "themselves after one failed, before they are killed.")
+  flags.DEFINE_string("module", "experiments.run", "The module every process runs.")
 
 
 def free_port() -> int:
@@ -146,19 +149,20 @@ def main(argv):
   args = argv[1:]
   if args[:1] == ["--"]:
     args = args[1:]
+  f = flags.FLAGS
   try:
-    if _NUM_PROCESSES.value < 1:
-      raise ValueError(f"--num_processes must be >= 1, got {_NUM_PROCESSES.value}.")
-    if _DEVICES.value < 0:
-      raise ValueError(f"--devices_per_process must be >= 0, got {_DEVICES.value}.")
-    commands(args, 1, 1, _MODULE.value)  # Checks the arguments.
+    if f.num_processes < 1:
+      raise ValueError(f"--num_processes must be >= 1, got {f.num_processes}.")
+    if f.devices_per_process < 0:
+      raise ValueError(f"--devices_per_process must be >= 0, got {f.devices_per_process}.")
+    commands(args, 1, 1, f.module)  # Checks the arguments.
   except ValueError as e:
     print(f"experiments.launch: error: {e}", file=sys.stderr)
     sys.exit(2)
-  sys.exit(launch(args, num_processes=_NUM_PROCESSES.value,
-                  devices_per_process=_DEVICES.value, port=_PORT.value,
-                  grace_period=_GRACE.value, module=_MODULE.value))
+  sys.exit(launch(args, num_processes=f.num_processes, devices_per_process=f.devices_per_process,
+                  port=f.port, grace_period=f.grace_period, module=f.module))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

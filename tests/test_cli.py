@@ -75,7 +75,7 @@ def test_help_and_usage_errors_without_a_traceback(capsys):
        "`config.nonfinite` must be one of ('raise', 'skip'), got 'ignore'."),
       (["--config=hashtag_pretrain.py:nope"],
        "--config: hashtag_pretrain.py: unknown argument 'nope'; use loss=<objective>, "
-       "runlocal or full."),
+       "runlocal, full or million."),
       (["--config=no_such_config.py"], "--config: no config file 'no_such_config.py'"),
       (["--workdir=x", "--config.batch_size=8"], "--config=FILE[:ARG] is required"),
       (["--config.no_such_key=1"], "unknown config key `config.no_such_key`."),  # No config.
