@@ -5,9 +5,11 @@ each in its own subprocess, run in turn (A B C A B C ...) so that a drift of the
 machine's speed hits all of them alike:
 
 * ``bare``: the same pipeline, objective, model, optimizer and jitted ``train_step`` as the
-  loop (:func:`multilabel_jax.train.make_train_step`), fed the same batches from the same
-  prefetching iterator, with nothing else: no logging, no checkpoints, no validation, no
-  finiteness checks. One ``block_until_ready`` at the end.
+  loop (:func:`multilabel_jax.train.make_train_step`; without the loop's freeze after a
+  non-finite step, one scalar condition), fed the same batches from the same prefetching
+  iterator, with nothing else: no logging, no checkpoints, no validation, no host reads of
+  the finiteness counts. One ``block_until_ready`` at the end. Configs without a class
+  axis (``mesh.classes = 1``), as the main job.
 * ``loop_quiet``: ``train.train_and_evaluate`` with logging, checkpoints and periodic
   validation switched off (``log_every = checkpoint_every = total_steps``, ``eval_every = 0``):
   the cost of the loop's own structure (the progress hook, the global-array conversion).
