@@ -3,7 +3,7 @@ r"""Starts an N-process ``jax.distributed`` job on this machine, as a pod starts
   python -m experiments.launch --num_processes=2 --devices_per_process=4 -- \
       --config=hashtag_pretrain.py:runlocal --config.mesh.classes=2
 
-Every process runs the same command, ``python -m experiments.run`` with the arguments after
+Every process runs the same command, the module ``experiments.run`` with the arguments after
 ``--``, plus ``--coordinator=127.0.0.1:PORT`` (a free port), ``--num_processes=N`` and its
 ``--process_id``. ``--devices_per_process=K`` gives each process K CPU devices (XLA's
 ``--xla_force_host_platform_device_count``). Their output is printed line by line, each
