@@ -91,14 +91,9 @@ def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] =
 def sum_over_processes(counts: Mapping[str, int]) -> dict:
   """``{name: count}`` summed over all processes (every process calls it, with the same
   names); the counts themselves in a single-process run."""
-  import jax  # pylint: disable=g-import-not-at-top
-  if jax.process_count() == 1:
-    return {k: int(v) for k, v in counts.items()}
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   names = sorted(counts)
-  local = np.asarray([int(counts[k]) for k in names], np.int32)
-  every = np.asarray(multihost_utils.process_allgather(local))  # [processes, names]
-  return {k: int(v) for k, v in zip(names, every.astype(np.int64).sum(0))}
+  (total,) = sum_arrays_over_processes(np.asarray([int(counts[k]) for k in names]))
+  return {k: int(v) for k, v in zip(names, total)}
 
 
 def sum_arrays_over_processes(*arrays: np.ndarray):
