@@ -19,8 +19,8 @@ Variants:
              (two_head: 8 GEMMs).
   dense:     optax on materialised logits with a dense multi-hot target (two_head: the
              package's dense losses.two_head_average_k on both heads' logits).
-  torch:     PyTorch CPU, dense logits (binary_cross_entropy_with_logits / cross_entropy
-             with probability targets).
+  torch:     PyTorch (on the GPU when there is one), dense logits
+             (binary_cross_entropy_with_logits / cross_entropy with probability targets).
 
 ``--losses top_k`` times decoding instead: the top-64 classes of ``x @ W + b`` per row (the
 evaluation's and the Predictor's candidates), whose bound is the forward GEMM alone:
@@ -34,6 +34,7 @@ Usage:
   .venv/bin/python benchmarks/head_losses.py --quick          # small sizes, ~1 min
   .venv/bin/python benchmarks/head_losses.py                  # full run (~20 min, 2 cores)
   .venv/bin/python benchmarks/head_losses.py --quick --losses two_head --out /tmp/th.json
+  python benchmarks/head_losses.py --sizes 1024:512:131072,4096:1024:131072   # a GPU's rows
 """
 
 from __future__ import annotations
@@ -94,13 +95,16 @@ def child(args):
     import torch
     import torch.nn.functional as F
     torch.set_num_threads(os.cpu_count())
-    xt = torch.tensor(x, requires_grad=True)
-    wt = torch.tensor(w, requires_grad=True)
-    bt = torch.tensor(bias, requires_grad=True)
-    y = torch.zeros(args.B, args.C)
-    rows = torch.arange(args.B)[:, None].expand(-1, ids.shape[1])
-    idt = torch.tensor(ids, dtype=torch.long)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    xt = torch.tensor(x, requires_grad=True, device=dev)
+    wt = torch.tensor(w, requires_grad=True, device=dev)
+    bt = torch.tensor(bias, requires_grad=True, device=dev)
+    y = torch.zeros(args.B, args.C, device=dev)
+    rows = torch.arange(args.B, device=dev)[:, None].expand(-1, ids.shape[1])
+    idt = torch.tensor(ids, dtype=torch.long, device=dev)
     y[rows[idt >= 0], idt[idt >= 0]] = 1.0
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    out["torch_device"] = dev.type
 
     def step():
       for t in (xt, wt, bt):
@@ -111,6 +115,7 @@ def child(args):
       else:
         loss = F.cross_entropy(z, y / y.sum(-1, keepdim=True))
       loss.backward()
+      sync()
     out["median_s"], out["times_s"] = _time(step, args.runs)
     out["temp_bytes"] = None
   else:
@@ -118,7 +123,7 @@ def child(args):
     import jax.numpy as jnp
     import optax
     from multilabel_jax import labels as labels_lib
-    from multilabel_jax.losses import fused, fused_two_head, two_head
+    from multilabel_jax.losses import chunked_head, fused, fused_two_head, two_head
     xj, idj = jnp.asarray(x), jnp.asarray(ids)
     heads = tuple(map(jnp.asarray, _heads(args, w, bias)))  # (W, b) per head.
     cs = args.chunk_size
@@ -138,7 +143,8 @@ def child(args):
           z = x @ kc + bc
           dk = jax.lax.dynamic_update_slice_in_dim(dk, x.T @ z, start, axis=1)
           return dx + z @ kc.T, dk
-        return [fused.for_each_chunk(w, b, cs, body, (jnp.zeros_like(x), jnp.zeros_like(w)))
+        return [chunked_head.for_each_chunk(w, b, cs, body,
+                                            (jnp.zeros_like(x), jnp.zeros_like(w)), refs=(x,))
                 for w, b in zip(heads[::2], heads[1::2])]
       fn, fargs = jax.jit(f), (xj,) + heads
     else:
@@ -227,6 +233,8 @@ def main():
   p.add_argument("--runs", type=int, default=5)
   p.add_argument("--chunk_size", type=int, default=4096)
   p.add_argument("--out", default=None)
+  p.add_argument("--sizes", default="",
+                 help="B:D:C,... rows instead of the defaults (the 1M row stays; top_k excluded)")
   p.add_argument("--losses", default="bce,softmax",
                  help=f"comma-separated, from {LOSSES}")
   args = p.parse_args()
@@ -237,6 +245,8 @@ def main():
     sizes, runs, big = [(256, 128, 4096), (256, 128, 16384)], 3, (64, 64, 65536)
   else:
     sizes, runs, big = [(1024, 512, c) for c in (4096, 32768, 131072)], 5, (256, 256, 1 << 20)
+  if args.sizes:
+    sizes = [tuple(map(int, row.split(":"))) for row in args.sizes.split(",")]
   losses = args.losses.split(",")
   if set(losses) - set(LOSSES):
     p.error(f"--losses {args.losses!r}: choose from {LOSSES}")
@@ -298,6 +308,7 @@ def _print_row(loss, b, d, c, res):
   mb = lambda v: "-" if g(v, "temp_bytes") is None else f"{g(v, 'temp_bytes') / 2**20:.0f}"
   print(f"{loss:7s} B={b:5d} D={d:4d} C={c:8d} | "
         + " ".join(f"{v}={t[v]:.3f}s" if t[v] is not None else f"{v}=-" for v in VARIANTS)
+        + (f" | gemm {6 * b * d * c / t['gemm'] / 1e12:.2f} TFLOP/s" if t["gemm"] else "")
         + f" | fused/gemm={fmt(_ratio(t['fused'], t['gemm']))}"
         f" reduced/gemm_chunked={fmt(_ratio(t['reduced'], t['gemm_chunked']))}"
         f" reduced/gemm={fmt(_ratio(t['reduced'], t['gemm']))}"
