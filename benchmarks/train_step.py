@@ -12,6 +12,7 @@ in float32 (the precision the steps run at; on a GPU XLA may use TF32 tensor cor
 
   python benchmarks/train_step.py --out /tmp/step.json              # CPU: minutes
   python benchmarks/train_step.py --configs hashtag_pretrain.py:million --batch_sizes 256,4096
+  python benchmarks/train_step.py --configs hashtag_pretrain.py:million --chunk_sizes 8192,65536
 
 The numbers are only as good as XLA's FLOP count: a fused head's chunk loop is a
 ``fori_loop``, whose body XLA counts once, so for fused heads the FLOPs are computed from
@@ -51,7 +52,8 @@ def gemm_peak(dtype: str, n: int = 8192, runs: int = 10) -> float:
   return 2 * n ** 3 / statistics.median(times)
 
 
-def bench(spec: str, batch_size: int, steps: int, repeats: int, num_batches: int) -> dict:
+def bench(spec: str, batch_size: int, steps: int, repeats: int, num_batches: int,
+          chunk_size: int = 0) -> dict:
   import jax
   import numpy as np
   from jax.sharding import NamedSharding, PartitionSpec as P
@@ -59,6 +61,8 @@ def bench(spec: str, batch_size: int, steps: int, repeats: int, num_batches: int
   import train_loop  # pylint: disable=import-outside-toplevel
 
   config = train_loop.load_config(spec, None, batch_size)
+  if chunk_size:
+    config.head.chunk_size = chunk_size
   train_data, mesh, step_fn, init, abstract = train_loop._parts(config)  # pylint: disable=protected-access
   objective = builders.build_objective(config, builders.build_source(config),
                                        train_data.label_stats)
@@ -89,7 +93,8 @@ def bench(spec: str, batch_size: int, steps: int, repeats: int, num_batches: int
   head_flops = 4 * 2 * batch_size * d * c  # Forward, two backward GEMMs, fused recompute.
   flops = head_flops if fused else xla_flops
   return {"config": spec, "batch_size": batch_size, "classes": c, "features": d,
-          "fused": fused, "compile_s": compile_s, "step_ms": step_s * 1e3,
+          "fused": fused, "chunk_size": int(config.head.chunk_size), "compile_s": compile_s,
+          "step_ms": step_s * 1e3,
           "step_ms_repeats": [m * 1e3 for m in means], "examples_per_s": batch_size / step_s,
           "xla_flops": xla_flops, "head_flops": head_flops,
           "flops_source": "head_flops" if fused else "xla", "tflops_per_s": flops / step_s / 1e12}
@@ -100,6 +105,8 @@ def main() -> None:
   p.add_argument("--configs", default="hashtag_pretrain.py,hashtag_pretrain.py:million",
                  help="Comma-separated experiments/ files[:arg].")
   p.add_argument("--batch_sizes", default="256,4096")
+  p.add_argument("--chunk_sizes", default="0",
+                 help="Fused heads' head.chunk_size values to try (0: the config's).")
   p.add_argument("--steps", type=int, default=50, help="Steps per timed repeat.")
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--batches", type=int, default=8, help="Distinct batches cycled through.")
@@ -113,15 +120,17 @@ def main() -> None:
         f"{peaks['bfloat16'] / 1e12:.1f} TFLOP/s bf16, {peaks['float32'] / 1e12:.1f} float32",
         flush=True)
   rows = []
-  print("| config | B | classes | head | compile s | step ms | examples/s | TFLOP/s | "
+  print("| config | B | classes | head (chunk) | compile s | step ms | examples/s | TFLOP/s | "
         "% bf16 peak | % f32 peak |\n|---|---|---|---|---|---|---|---|---|---|", flush=True)
   for spec in args.configs.split(","):
-    for b in map(int, args.batch_sizes.split(",")):
-      r = bench(spec, b, args.steps, args.repeats, args.batches)
+    for b, cs in [(b, cs) for b in map(int, args.batch_sizes.split(","))
+                  for cs in map(int, args.chunk_sizes.split(","))]:
+      r = bench(spec, b, args.steps, args.repeats, args.batches, cs)
       r["fraction_of_bf16_peak"] = r["tflops_per_s"] * 1e12 / peaks["bfloat16"]
       r["fraction_of_float32_peak"] = r["tflops_per_s"] * 1e12 / peaks["float32"]
       rows.append(r)
-      print(f"| {spec} | {b} | {r['classes']} | {'fused' if r['fused'] else 'dense'} | "
+      head = f"fused ({r['chunk_size']})" if r["fused"] else "dense"
+      print(f"| {spec} | {b} | {r['classes']} | {head} | "
             f"{r['compile_s']:.1f} | {r['step_ms']:.2f} | {r['examples_per_s']:,.0f} | "
             f"{r['tflops_per_s']:.2f} ({r['flops_source']}) | "
             f"{100 * r['fraction_of_bf16_peak']:.1f} | {100 * r['fraction_of_float32_peak']:.1f} |",
