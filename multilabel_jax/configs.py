@@ -23,7 +23,7 @@ from multilabel_jax import signatures
 FREE_FORM = ("data.options", "objective_options", "model_options")
 # The forms of a decoder name (evaluate.make_decoders); which apply depends on the objective.
 DECODER_NAME = re.compile(r"^(|natural|(top|nearest)_\d+|threshold_[-+.\deE]+|average_k(_\d+)?|"
-                          r"class_thresholds|by_count)$")
+                          r"class_thresholds|by_count|expected_f1)$")
 # Encoder fields that model_options cannot set: flax's own, and the dtype (`config.dtype`).
 _NOT_MODEL_OPTIONS = ("parent", "name", "dtype")
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from multilabel_jax import labels as labels_lib
 from multilabel_jax import metrics as metrics_lib
+from multilabel_jax.losses import expected_f1 as expected_f1_lib
 from multilabel_jax.metrics import average_precision as ap_lib
 from multilabel_jax.metrics import streaming as streaming_metrics
 
@@ -84,9 +85,12 @@ class ScoreDecoding(NamedTuple):
   top_k_prefix: str = "top"
   fixed_threshold: Optional[float] = 0.5
   counts_fn: Optional[Callable] = None
+  marginals: bool = False
 
 
-PROBABILITIES = ScoreDecoding()  # Scores in [0, 1]: top-k, threshold 0.5 and calibrated.
+# Per-class probabilities (the oracle's marginals, a one-vs-rest baseline's): top-k,
+# threshold 0.5, the calibrated decoders and expected_f1.
+PROBABILITIES = ScoreDecoding(marginals=True)
 
 
 class Decoded(NamedTuple):
@@ -138,6 +142,19 @@ def _by_count(num_classes):
   return fn
 
 
+def _expected_f1(p, xp=np):
+  """The top-k set of highest expected instance-wise F1 with k >= 1, reading the scores as
+  independent marginals (:func:`losses.expected_f1.expected_f1_sets`; the classes outside
+  the top r enter through the row's score sum as a Poisson count)."""
+  probs = xp.clip(xp.where(p.ids >= 0, p.values, 0.0), 0.0, 1.0)
+  tail = None
+  if p.score_sums is not None:
+    tail = xp.maximum(xp.asarray(p.score_sums, probs.dtype) - probs.sum(1), 0.0)
+  k, _ = expected_f1_lib.expected_f1_sets(probs, tail, min_k=min(1, probs.shape[1]), xp=xp)
+  keep = (xp.arange(probs.shape[1])[None, :] < k[:, None]) & (p.ids >= 0)
+  return _kept(keep, p.ids, p.values, xp.zeros(p.ids.shape[0], xp.int32), xp)
+
+
 def scalar_thresholds(objective, calibration: Mapping) -> Dict[str, float]:
   """Decoder name -> scalar threshold, for the objective's fixed one and the calibrated
   average-K ones."""
@@ -155,9 +172,10 @@ def scalar_thresholds(objective, calibration: Mapping) -> Dict[str, float]:
 def decoder_rules(objective, calibration: Mapping, *, top_ks, r: int) -> Dict[str, dict]:
   """Decoder name -> its rule, as data: ``{"rule": "top_k", "k": k}``, ``{"rule":
   "threshold", "threshold": t}`` (the fixed and the average-K ones), ``{"rule":
-  "class_thresholds"}`` (per-class F1 thresholds) or ``{"rule": "by_count"}`` (the best
-  ``round(predicted count)`` labels): every decoder that applies to ``objective`` under
-  ``calibration``, in :func:`make_decoders` order."""
+  "class_thresholds"}`` (per-class F1 thresholds), ``{"rule": "by_count"}`` (the best
+  ``round(predicted count)`` labels) or ``{"rule": "expected_f1"}`` (the expected-F1 top-k
+  set of marginals): every decoder that applies to ``objective`` under ``calibration``, in
+  :func:`make_decoders` order."""
   out = {f"{objective.top_k_prefix}_{k}": {"rule": "top_k", "k": int(k)}
          for k in top_ks if k <= r}
   for name, t in scalar_thresholds(objective, calibration).items():
@@ -166,6 +184,8 @@ def decoder_rules(objective, calibration: Mapping, *, top_ks, r: int) -> Dict[st
     out["class_thresholds"] = {"rule": "class_thresholds"}
   if objective.counts_fn is not None:
     out["by_count"] = {"rule": "by_count"}
+  if getattr(objective, "marginals", False):
+    out["expected_f1"] = {"rule": "expected_f1"}
   return out
 
 
@@ -182,7 +202,7 @@ def make_decoders(objective, calibration: Mapping, *, top_ks, r: int,
     elif rule["rule"] == "threshold":
       out[name], j = _keep_above(rule["threshold"], j), j + 1
     else:
-      out[name] = {"class_thresholds": _keep_class_thresholds,
+      out[name] = {"class_thresholds": _keep_class_thresholds, "expected_f1": _expected_f1,
                    "by_count": _by_count(num_classes)}[rule["rule"]]
   return out
 

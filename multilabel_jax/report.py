@@ -88,7 +88,21 @@ def final_evaluation(config, source, eval_data, objective, scorer, label_stats) 
   oracle = oracle_scorer(config, source, r)
   if oracle is not None:
     report["oracle"] = run(oracle, evaluate.PROBABILITIES, None)[2]
+    report["against_oracle"] = against_oracle(test, report["oracle"])
   return report
+
+
+def against_oracle(test: dict, oracle: dict) -> dict:
+  """The model against the Bayes-optimal scores on the same test rows: its fraction of the
+  oracle's P@1, and each decoder's samples-F1 regret against the Bayes-optimal sets (the
+  oracle's ``expected_f1`` decoder: the expected-F1 top-k set of the exact marginals, read
+  as independent; :mod:`losses.expected_f1`). A negative regret beats that set."""
+  best = oracle["decoders"]["expected_f1"]["f1_samples"]
+  return {"fraction_of_oracle_p1": test["ranking"]["precision_at_1"]
+                                   / max(oracle["ranking"]["precision_at_1"], 1e-12),
+          "bayes_f1_samples": best,
+          "regret_f1_samples": {name: best - m["f1_samples"]
+                                for name, m in test["decoders"].items()}}
 
 
 def oracle_scorer(config, source, r: int):
@@ -153,6 +167,14 @@ def write_report(workdir, report) -> None:
                                    title=f"Test ({report['test']['num_examples']} examples)"))
   if "oracle" in report:
     md.append(evaluate.format_tables(report["oracle"], title="Oracle (Bayes-optimal scores)"))
+  if "against_oracle" in report:
+    vs = report["against_oracle"]
+    md += [f"P@1 is {vs['fraction_of_oracle_p1']:.1%} of the oracle's. Samples-F1 regret of "
+           f"each decoder against the Bayes-optimal sets (oracle expected_f1, samples-F1 "
+           f"{vs['bayes_f1_samples']:.4f}):", "", "| decoder | regret |", "|---|---|"]
+    md += [f"| {name} | {value:+.4f} |"
+           for name, value in sorted(vs["regret_f1_samples"].items(), key=lambda kv: kv[1])]
+    md.append("")
   cal = report["calibration"]["average_k"]
   md += [f"Average-K threshold {cal['threshold']} for K = {cal['k']:.3f} (validation); "
          f"evaluation path: {report['evaluation_path']}; mAP: {report['test']['map_method']}.",

@@ -45,6 +45,8 @@ class PassOne(NamedTuple):
       among those that pass (-inf after them), or None.
     class_above: int ``[B]`` classes with ``score >= class_thresholds``, or None.
     margin_scores: ``[B, r]`` the scores at ``margin_ids``, or None.
+    score_sums: ``[B]`` each row's sum of scores over all classes (the expected label
+      count of marginals, for the ``expected_f1`` decoder's classes outside the top r).
   """
   values: jax.Array
   ids: jax.Array
@@ -55,6 +57,7 @@ class PassOne(NamedTuple):
   margin_ids: Optional[jax.Array] = None
   class_above: Optional[jax.Array] = None
   margin_scores: Optional[jax.Array] = None
+  score_sums: Optional[jax.Array] = None
 
 
 def _label_scores(scores, label_ids):
@@ -92,7 +95,7 @@ def dense_pass_one(scores, counts, label_ids, r: int, thresholds, class_threshol
   above, margin, class_above = threshold_stats(scores, thresholds, class_thresholds, r)
   mv, (mi, ms) = margin if margin is not None else (None, (None, None))
   return PassOne(values, ids, counts, _label_scores(scores, label_ids), above, mv, mi,
-                 class_above, ms)
+                 class_above, ms, jnp.sum(scores, axis=1))
 
 
 def _fused_threshold_stats(head, x, heads, outputs, thresholds, class_thresholds, r, opts):
@@ -154,7 +157,10 @@ def eval_fns(model, objective, *, r: int, use_fused: bool, chunk_size: int, mesh
     above, margin, class_above = _fused_threshold_stats(head, x, heads, outputs, thresholds,
                                                         class_thresholds, r, opts)
     mv, (mi, ms) = margin if margin is not None else (None, (None, None))
-    return PassOne(values, ids, counts_fn(outputs), at, above, mv, mi, class_above, ms)
+    sums = fused_heads.fold_scores(  # One more pass over the chunks, for expected_f1 only.
+        head, x, heads, outputs, lambda total, scores, _: total + jnp.sum(scores, axis=1),
+        jnp.zeros(x.shape[:1], jnp.float32), **opts) if objective.marginals else None
+    return PassOne(values, ids, counts_fn(outputs), at, above, mv, mi, class_above, ms, sums)
 
   def pass_two(state, batch, classes, thresholds, pooled):
     outputs = apply(state, batch)

@@ -64,6 +64,36 @@ def test_ranking_and_sets_equal_the_dense_references():
   assert result["map_method"].startswith("exact")
 
 
+def test_expected_f1_sets_are_the_best_top_k_of_the_whole_rows():
+  """The decoder sees the top r and the row's score sum; its sets are those chosen from all
+  C marginals (the tail beyond r as a Poisson count, so close to, not always equal to, the
+  exact choice), never empty, and scored like any other decoder."""
+  rng = np.random.default_rng(3)
+  n, c, r = 50, 40, 8
+  scores = (rng.beta(0.3, 3.0, size=(n, c))).astype(np.float32)
+  labels = np.where(rng.uniform(size=(n, c)) < scores, np.arange(c), -1).astype(np.int32)
+  labels[:, 0] = np.where((labels >= 0).any(1), labels[:, 0], 7)  # Every row has a label.
+  objective = losses.get_objective("sigmoid", c)
+  assert "expected_f1" in evaluate.decoder_rules(objective, {}, top_ks=(1,), r=r)
+  assert "expected_f1" not in evaluate.decoder_rules(losses.get_objective("softmax", c), {},
+                                                     top_ks=(1,), r=r)
+  scorer = scoring.array_scorer(lambda b: b["scores"], r=r)
+  result = evaluate.evaluate(scorer, batches_of(scores, labels, 16), objective=objective,
+                             num_classes=c, top_ks=(1,), r=r)
+  order = np.argsort(-scores, axis=1, kind="stable")
+  top = np.take_along_axis(scores, order, axis=1).astype(np.float64)
+  exact_k, _ = losses.expected_f1_sets(top, min_k=1)  # All C classes, no tail model.
+  approx_k, _ = losses.expected_f1_sets(top[:, :r], top[:, r:].sum(1), min_k=1, max_k=r)
+  assert (approx_k >= 1).all() and np.mean(approx_k == np.minimum(exact_k, r)) >= 0.9
+  y = dense(labels, c)
+  pred = np.zeros_like(y)
+  for i, k in enumerate(approx_k):
+    pred[i, order[i, :k]] = 1
+  m = result["decoders"]["expected_f1"]
+  assert m["f1_micro"] == pytest.approx(skm.f1_score(y, pred, average="micro"), abs=1e-6)
+  assert m["f1_samples"] == pytest.approx(skm.f1_score(y, pred, average="samples"), abs=1e-6)
+
+
 def test_calibration_equals_the_full_score_calibration():
   scores, labels = _problem(1, n=80, c=30)
   scores = np.round(scores, 2)  # Ties.
@@ -176,6 +206,24 @@ def test_report_map_equals_sklearn_on_the_oracle(tmp_path):
       skm.average_precision_score(y[:, cols], marg[:, cols]), abs=1e-6)
   assert report["oracle"]["ranking"]["map_micro"] == pytest.approx(
       skm.average_precision_score(y, marg, average="micro"), abs=1e-6)
+  # The Bayes-optimal sets: expected-F1 top-k of the marginals (top r, the rest as a tail).
+  r = report["evaluation_path"].split("_")[1]
+  order = np.argsort(-marg, axis=1, kind="stable")[:, :int(r)]
+  top = np.take_along_axis(marg, order, axis=1).astype(np.float64)
+  k, _ = losses.expected_f1_sets(top, np.maximum(marg.sum(1) - top.sum(1), 0), min_k=1)
+  pred = np.zeros_like(y)
+  for i, ki in enumerate(k):
+    pred[i, order[i, :ki]] = 1
+  vs = report["against_oracle"]
+  assert vs["bayes_f1_samples"] == pytest.approx(
+      skm.f1_score(y, pred, average="samples"), abs=1e-4)
+  assert vs["fraction_of_oracle_p1"] == pytest.approx(
+      report["test"]["ranking"]["precision_at_1"]
+      / report["oracle"]["ranking"]["precision_at_1"])
+  for name, m in report["test"]["decoders"].items():
+    assert vs["regret_f1_samples"][name] == pytest.approx(
+        vs["bayes_f1_samples"] - m["f1_samples"])
+  assert "Samples-F1 regret of each decoder" in (tmp_path / "report.md").read_text()
 
 
 def test_the_oracle_is_evaluated_only_where_its_dense_marginals_exist():

@@ -6,6 +6,7 @@ Every loss returns per-example values ``[B]`` and leaves the batch reduction to 
 
 from multilabel_jax.losses import decoders
 from multilabel_jax.losses.count import abs_kl, count_distribution, count_scores, expected_count
+from multilabel_jax.losses.expected_f1 import expected_f1_of_top_k, expected_f1_sets
 from multilabel_jax.losses.decoders import (DecodedSets, by_count, calibrate_average_k,
                                             calibrate_class_thresholds, threshold, top_k)
 from multilabel_jax.losses.fused import (linear_sigmoid_bce, linear_sigmoid_bce_reduced,

@@ -69,6 +69,9 @@ class Objective:
     average_k: the mean set size K of its ``average_k`` decoder, when the objective fixes it
       (two-head's k); None: K is the mean label count on validation.
     top_k_prefix: report name of its top-k decoders (``nearest`` for embeddings).
+    marginals: whether its scores are meant as per-class probabilities ``P(y_c = 1 | x)``
+      (a per-class probabilistic loss on sigmoids), so that the ``expected_f1`` decoder
+      (:mod:`losses.expected_f1`) applies; False for margins, distributions and cosines.
     summary: what it built from the training data, for the run report.
     rebuild_options: what it built from the training data that its scores or decoders need
       (the embedding table, the two-head's k), as options: ``get_objective(name, C,
@@ -89,6 +92,7 @@ class Objective:
   fixed_threshold: Optional[float] = 0.5
   average_k: Optional[float] = None
   top_k_prefix: str = "top"
+  marginals: bool = False
   summary: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   rebuild_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -162,7 +166,7 @@ def _mean_labels(mean_labels, data):
 
 
 def _sigmoid_family(name, loss, num_classes, bias_init, mean_labels, data, options,
-                    fused=None):
+                    fused=None, marginals=True):
   if bias_init is None:
     bias_init = _prior_bias(num_classes, _mean_labels(mean_labels, data))
   return Objective(
@@ -170,7 +174,8 @@ def _sigmoid_family(name, loss, num_classes, bias_init, mean_labels, data, optio
       head_outputs={"logits": HeadOutput(num_classes, bias_init)},
       loss_fn=lambda o, y, w: loss(o["logits"], y, where=w, **options),
       scores_fn=lambda o: jax.nn.sigmoid(o["logits"].astype(jnp.float32)),
-      decoder="threshold", decoder_params={"t": 0.5}, options=options, fused=fused)
+      decoder="threshold", decoder_params={"t": 0.5}, options=options, fused=fused,
+      marginals=marginals)
 
 
 def _prior_bias(num_classes, mean_labels):
@@ -205,7 +210,8 @@ def asl_objective(num_classes, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, bias_
 def zlpr_objective(num_classes, *, bias_init=None, mean_labels=None, data=None):
   """ZLPR (Su et al. 2022); decode with logit > 0. No fused form: its two logsumexps over
   positives and negatives are not written as a chunked kernel yet."""
-  return _sigmoid_family("zlpr", zlpr.zlpr, num_classes, bias_init, mean_labels, data, {})
+  return _sigmoid_family("zlpr", zlpr.zlpr, num_classes, bias_init, mean_labels, data, {},
+                         marginals=False)
 
 
 def squared_hinge_objective(num_classes, *, margin=1.0, bias_init=-1.0, data=None):
@@ -214,7 +220,7 @@ def squared_hinge_objective(num_classes, *, margin=1.0, bias_init=-1.0, data=Non
   its per-class term is not one of the fused kernels' chunk statistics (dense heads only)."""
   del data
   return _sigmoid_family("squared_hinge", hinge.squared_hinge, num_classes, bias_init, None,
-                         None, {"margin": margin})
+                         None, {"margin": margin}, marginals=False)
 
 
 def softmax_objective(num_classes, *, k=1, bias_init=None):
@@ -246,7 +252,8 @@ def two_head_objective(num_classes, *, k=None, weight=1.0, bias_init=None, data=
           o["logits"], o["multilabel_logits"], y, k=k, weight=weight, where=w),
       scores_fn=lambda o: jax.nn.sigmoid(o["multilabel_logits"].astype(jnp.float32)),
       decoder="average_k", decoder_params={"k": k}, options={"k": k, "weight": weight},
-      fused=fused_heads.two_head_head(k, weight), average_k=k, rebuild_options={"k": k})
+      fused=fused_heads.two_head_head(k, weight), average_k=k, rebuild_options={"k": k},
+      marginals=True)
 
 
 def _count_head(num_classes, mean_labels, bias_init):
