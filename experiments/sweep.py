@@ -27,6 +27,14 @@ Groups (see :func:`plan`):
 
 On the 2-core CPU machine the step counts are shrunk (not the class counts); a preset
 holds them. ``--preset=accelerator`` has the longer schedules for a GPU/TPU host.
+
+``--preset=tuned`` is the tuned protocol (:mod:`multilabel_jax.studies.tuning`): every
+objective's learning rate (``LEARNING_RATES``) and own hyperparameter
+(``OBJECTIVE_HYPERPARAMETERS``) chosen on validation (groups ``tuned_tune``,
+``tuned_final``, ``tuned_check``); ``--dry_run`` prints each run's state and expected time.
+
+  python -m experiments.sweep --out=results --preset=tuned --dry_run
+  python -m experiments.sweep --out=results --preset=tuned --only=hw20k
 """
 
 from __future__ import annotations
@@ -37,8 +45,9 @@ from typing import Dict, List, Optional
 
 from experiments import debtags, hashtag_pretrain
 from multilabel_jax import losses
-from multilabel_jax.studies import sweep_runner
+from multilabel_jax.studies import sweep_runner, tuning
 from multilabel_jax.studies.sweep_runner import Run
+from multilabel_jax.studies.tuning import Stages
 
 OBJECTIVES = ("sigmoid", "softmax", "embedding", "two_head", "count_distribution", "abs_kl",
               "focal", "asl", "zlpr", "squared_hinge")
@@ -115,6 +124,51 @@ ORDER = (("hw1k", 0, None), ("ambiguity", 0, None), ("debtags", 0, None),
          ("debtags_tune", 0, None), ("debtags_long", 0, None))
 
 
+# The tuned protocol: 3 learning rates spanning 10x, and the hyperparameter each objective
+# is known to need (2-3 values); see multilabel_jax.studies.tuning.
+LEARNING_RATES = (3e-4, 1e-3, 3e-3)
+OBJECTIVE_HYPERPARAMETERS = {"asl": ("gamma_neg", (2.0, 4.0)), "focal": ("gamma", (1.0, 2.0)),
+                             "two_head": ("weight", (0.5, 1.0, 2.0)),
+                             "embedding": ("dim", (64, 128, 256))}
+_HW = dict(num_validation=1000, num_test=2000, num_evals=10, widths=(256,))  # The main job's.
+TUNED_PRESETS: Dict[str, Dict[str, Stages]] = {
+    "tuned": {  # The 2-core CPU.
+        "hw20k": Stages(tune=Scale(steps=600, seeds=1, num_classes=20_000, **_HW),
+                        final=Scale(steps=2400, seeds=3, num_classes=20_000, **_HW)),
+        "debtags": Stages(tune=Scale(steps=470, seeds=1, num_evals=10),
+                          final=Scale(steps=940, seeds=3, num_evals=10)),
+        "hw1k": Stages(final=Scale(steps=2000, seeds=3, num_classes=1_000, **_HW),
+                       choices_from="hw20k"),
+        "ambiguity_low": Stages(final=Scale(steps=2000, seeds=3, num_classes=1_000, **_HW),
+                                choices_from="hw20k", objectives=("softmax", "two_head")),
+        "ambiguity_high": Stages(final=Scale(steps=2000, seeds=3, num_classes=1_000, **_HW),
+                                 choices_from="hw20k", objectives=("softmax", "two_head")),
+        "hw100k": Stages(
+            final=Scale(steps=300, seeds=3, num_classes=100_000, num_validation=500,
+                        num_test=1000, num_evals=10, widths=(256,)),
+            choices_from="hw20k",
+            objectives=("sigmoid", "softmax", "embedding", "two_head", "count_distribution"),
+            note="budget-limited: 300 steps, about 2 s a step here"),
+    },
+    "tuned_tiny": {  # For tests: seconds in all.
+        "hw1k": Stages(tune=Scale(steps=2, seeds=1, num_classes=48, batch_size=16,
+                                  num_validation=64, num_test=64, num_evals=2, widths=(16,)),
+                       final=Scale(steps=2, seeds=2, num_classes=48, batch_size=16,
+                                   num_validation=64, num_test=64, num_evals=2, widths=(16,)),
+                       objectives=("softmax", "asl")),
+        "ambiguity_low": Stages(final=Scale(steps=2, seeds=1, num_classes=48, batch_size=16,
+                                            num_validation=64, num_test=64, num_evals=2,
+                                            widths=(16,)),
+                                choices_from="hw1k", objectives=("softmax",)),
+    },
+}
+# Wall seconds of one run here, (fixed, per step), until stored runs of the row replace it:
+# from the stored cpu-preset runs and the shipped debtags runs (docs/RESULTS.md set-up).
+COST_MODEL = {"hw20k": (85.0, 0.11), "hw1k": (30.0, 0.06), "ambiguity_low": (30.0, 0.06),
+              "ambiguity_high": (30.0, 0.06), "hw100k": (130.0, 2.0),
+              "debtags": (60.0, 0.55)}
+
+
 def _finish(c, scale: Scale, seed: int):
   """Fields shared by every sweep run: seed, schedule, periodic eval, few checkpoints."""
   c.seed = seed
@@ -154,10 +208,32 @@ def debtags_config(objective: str, seed: int, scale: Scale, variant: Optional[di
   return _finish(c, scale, seed)
 
 
-def plan(preset: str = "cpu") -> List[Run]:
-  """Every run of a preset, in the order the sweep runs them (see ``ORDER``)."""
+def tuned_config(row: str, objective: str, seed: int, scale: Scale, setting: tuning.Setting,
+                 stage: str):
+  """A run of the tuned protocol: the row's config with the setting's learning rate and
+  objective options; the oracle is evaluated in the final and check runs."""
+  if row == "debtags":
+    c = debtags_config(objective, seed, scale)
+  else:
+    group_size, noise = AMBIGUITY[row.split("_")[1] if row.startswith("ambiguity") else "mid"]
+    c = hashtag_config(objective, seed, scale, group_size=group_size, noise=noise,
+                       oracle=stage != tuning.TUNE)
+  c.optimizer.lr = setting.lr
+  c.objective_options.update(dict(setting.options))
+  return c
+
+
+def plan(preset: str = "cpu", out=None) -> List[Run]:
+  """Every run of a preset, in the order the sweep runs them (see ``ORDER``); the tuned
+  presets read the stored tune runs in ``out`` to plan the runs that depend on them."""
+  if preset in TUNED_PRESETS:
+    return tuning.plan(TUNED_PRESETS[preset], out or "results", objectives=OBJECTIVES,
+                       learning_rates=LEARNING_RATES,
+                       hyperparameters=OBJECTIVE_HYPERPARAMETERS, make_config=tuned_config,
+                       cost_model=COST_MODEL, run_type=Run)
   if preset not in PRESETS:
-    raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {preset!r}.")
+    raise ValueError(f"`preset` must be one of {sorted(PRESETS | TUNED_PRESETS)}, got "
+                     f"{preset!r}.")
   assert set(OBJECTIVES) == set(losses.OBJECTIVES), "the sweep must cover every objective"
   scales = PRESETS[preset]
   order = [(r, s, o) for r, s, o in ORDER
@@ -216,8 +292,8 @@ def plan(preset: str = "cpu") -> List[Run]:
 def run_sweep(out, *, preset: str = "cpu", **kwargs) -> List[str]:
   """Runs every run of ``plan(preset)`` whose result is missing (see
   :func:`multilabel_jax.studies.sweep_runner.run_sweep`). Returns the names it ran."""
-  return sweep_runner.run_sweep(plan(preset), out, preset=preset, **kwargs)
+  return sweep_runner.run_sweep(plan(preset, out), out, preset=preset, **kwargs)
 
 
 if __name__ == "__main__":
-  sweep_runner.main(plan, list(PRESETS))
+  sweep_runner.main(plan, list(PRESETS) + list(TUNED_PRESETS))

@@ -38,6 +38,8 @@ class Run:
   name: str
   make_config: Optional[Callable] = None  # None: the OvR baseline.
   meta: dict = dataclasses.field(default_factory=dict)
+  waits_for: str = ""       # Not runnable until these are stored (the tuned protocol).
+  estimate_s: float = 0.0   # Expected wall seconds here (0: no estimate).
 
   def path(self, out) -> pathlib.Path:
     return pathlib.Path(out) / self.group / f"{self.name}.json"
@@ -99,9 +101,16 @@ def run_sweep(runs: Sequence[Run], out, *, preset: str, only: str = "", scratch=
   if not 0 <= index < count:
     raise ValueError(f"`shard` must be 'i/n' with 0 <= i < n, got {shard!r}.")
   runs = [r for r in runs if only in r.name or only == r.group][index::count]
+  if dry_run and any(r.estimate_s for r in runs):
+    from multilabel_jax.studies import tuning  # pylint: disable=g-import-not-at-top
+    print(tuning.format_plan(runs, out))
+    return done
   for i, run in enumerate(runs):
     if run.path(out).exists():
       logging.info("[%d/%d] %s: stored, skipped", i + 1, len(runs), run.name)
+      continue
+    if run.waits_for:
+      logging.info("[%d/%d] %s: waits for %s", i + 1, len(runs), run.name, run.waits_for)
       continue
     if dry_run:
       print(f"to run: {run.group}/{run.name}")
@@ -115,9 +124,10 @@ def run_sweep(runs: Sequence[Run], out, *, preset: str, only: str = "", scratch=
   return done
 
 
-def main(plan: Callable[[str], Sequence[Run]], presets: Sequence[str],
+def main(plan: Callable[[str, str], Sequence[Run]], presets: Sequence[str],
          default_preset: str = "cpu") -> None:
-  """The sweep's command line: defines its flags, then runs ``plan(--preset)``."""
+  """The sweep's command line: defines its flags, then runs ``plan(--preset, --out)``,
+  planning again after each pass while runs that waited have become runnable."""
   key = dict(module_name=sys.argv[0])  # The main program's flags: listed by --help.
   out = flags.DEFINE_string("out", "results", "Folder of the stored run reports.", **key)
   preset = flags.DEFINE_enum("preset", default_preset, list(presets),
@@ -138,8 +148,14 @@ def main(plan: Callable[[str], Sequence[Run]], presets: Sequence[str],
     if cache.value:
       jax.config.update("jax_compilation_cache_dir", cache.value)
       jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    ran = run_sweep(plan(preset.value), out.value, preset=preset.value, only=only.value,
-                    scratch=scratch.value, dry_run=dry_run.value, shard=shard.value)
+    ran = []
+    while True:
+      new = run_sweep(plan(preset.value, out.value), out.value, preset=preset.value,
+                      only=only.value, scratch=scratch.value, dry_run=dry_run.value,
+                      shard=shard.value)
+      ran += new
+      if not new:
+        break
     print(f"sweep: {len(ran)} runs done; results in {out.value}")
 
   app.run(_main)

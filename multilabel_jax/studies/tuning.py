@@ -1,0 +1,196 @@
+r"""The tuned protocol of the results sweep: each objective gets its best shot (issue 11).
+
+Three stages per dataset row, each a group of stored runs (``<out>/<group>/<name>.json``):
+
+* ``tuned_tune``: seed 0 of every setting of the objective's grid (:func:`grid`: the
+  learning rates times the objective's own hyperparameter, if it has one) at the row's
+  tuning length. The setting of highest validation P@1 is the objective's choice
+  (:func:`choose`); test numbers are not looked at.
+* ``tuned_final``: the chosen setting at the final length, one run per seed. A row that
+  takes another row's choices (``Stages.choices_from``, e.g. hashtag_world 1k and 100k from
+  20k) has no tune stage.
+* ``tuned_check``: the row's best objective (highest mean validation P@1 over the final
+  seeds) once more at twice the final length, seed 0: if its validation P@1 moves by less
+  than 3% (relative), the row's budget stands; otherwise the row is budget-limited.
+
+A run whose inputs are not stored yet is planned as *waiting* (``Run.waits_for`` says for
+what) and becomes runnable once they are: the sweep re-plans after each pass. The expected
+CPU seconds of each run come from :func:`estimate_seconds` (a per-row cost model, replaced
+by the stored runs' own times as they come in), so ``--dry_run`` prints the whole bill.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import statistics
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+TUNE, FINAL, CHECK = "tuned_tune", "tuned_final", "tuned_check"
+CHECK_TOLERANCE = 0.03  # Relative change of validation P@1 at twice the budget.
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One point of an objective's grid: a learning rate and objective options."""
+  lr: float
+  options: Tuple[Tuple[str, float], ...] = ()
+
+  @property
+  def name(self) -> str:
+    return "_".join([f"lr{self.lr:g}"] + [f"{k}{v:g}" for k, v in self.options])
+
+
+def grid(objective: str, learning_rates: Sequence[float],
+         hyperparameters: Dict[str, Tuple[str, Sequence[float]]]) -> List[Setting]:
+  """Every setting of ``objective``: each learning rate, times each value of its own
+  hyperparameter (``hyperparameters[objective] = (option name, values)``) if it has one."""
+  option = hyperparameters.get(objective)
+  values = [((option[0], float(v)),) for v in option[1]] if option else [()]
+  return [Setting(float(lr), v) for lr in learning_rates for v in values]
+
+
+def _load(path: pathlib.Path) -> Optional[dict]:
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def val_p1(report: dict) -> float:
+  return float(report["validation"]["ranking"]["precision_at_1"])
+
+
+def tune_name(row: str, objective: str, setting: Setting) -> str:
+  return f"{row}_{objective}_{setting.name}_s0"
+
+
+def choose(out, row: str, objective: str, settings: Sequence[Setting]
+           ) -> Tuple[Optional[Setting], List[str]]:
+  """``(best setting, [])`` once every tune run of ``row``/``objective`` is stored (ties:
+  the first in grid order), else ``(None, names of the missing runs)``."""
+  scored, missing = [], []
+  for s in settings:
+    name = tune_name(row, objective, s)
+    report = _load(pathlib.Path(out) / TUNE / f"{name}.json")
+    if report is None:
+      missing.append(name)
+    else:
+      scored.append((val_p1(report), -len(scored), s))
+  if missing:
+    return None, missing
+  return max(scored, key=lambda t: t[:2])[2], []
+
+
+def best_objective(out, row: str, objectives: Sequence[str], seeds: int
+                   ) -> Tuple[Optional[str], List[str]]:
+  """The objective of highest mean validation P@1 over the final seeds of ``row``, once all
+  are stored; else ``(None, missing run names)``."""
+  means, missing = {}, []
+  for objective in objectives:
+    values = []
+    for seed in range(seeds):
+      name = f"{row}_{objective}_s{seed}"
+      report = _load(pathlib.Path(out) / FINAL / f"{name}.json")
+      if report is None:
+        missing.append(name)
+      else:
+        values.append(val_p1(report))
+    if values:
+      means[objective] = statistics.mean(values)
+  if missing:
+    return None, missing
+  return max(means, key=means.get), []
+
+
+def estimate_seconds(out, group: str, row: str, steps: int,
+                     cost_model: Dict[str, Tuple[float, float]]) -> float:
+  """Expected wall seconds of one run: the median seconds per step of the stored runs of the
+  same row and group (their own steps) once there are any, else ``a + b * steps`` from
+  ``cost_model[row] = (a, b)`` (fixed seconds, seconds per step)."""
+  per_step = []
+  for path in (pathlib.Path(out) / group).glob(f"{row}_*.json"):
+    report = _load(path)
+    sweep, train = report.get("sweep", {}), report.get("train", {})
+    if sweep.get("wall_seconds") and train.get("steps"):
+      per_step.append(sweep["wall_seconds"] / train["steps"])
+  if per_step:
+    return statistics.median(per_step) * steps
+  a, b = cost_model[row]
+  return a + b * steps
+
+
+def format_plan(runs, out) -> str:
+  """The dry run's table: each run's state and expected seconds, and the totals."""
+  lines, todo, waiting = [], 0.0, 0.0
+  for run in runs:
+    stored = run.path(out).exists()
+    state = "stored" if stored else (f"waits for {run.waits_for}" if run.waits_for
+                                      else "to run")
+    if not stored:
+      todo += run.estimate_s if not run.waits_for else 0.0
+      waiting += run.estimate_s if run.waits_for else 0.0
+    lines.append(f"{run.group}/{run.name}: {state}, ~{run.estimate_s / 60:.1f} min")
+  lines.append(f"runnable now: ~{todo / 3600:.1f} h; waiting on those: ~{waiting / 3600:.1f} h "
+               f"(CPU hours on this machine's cost model)")
+  return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stages:
+  """A dataset row of the tuned protocol: its tuning and final scales (``sweep.Scale``),
+  where its choices come from, and its objectives (None: all)."""
+  final: object
+  tune: object = None
+  choices_from: str = ""      # Another row whose tune stage chooses for this one.
+  objectives: Optional[Tuple[str, ...]] = None
+  note: str = ""              # Why a row is cut (shown by the report).
+
+
+def plan(rows: Dict[str, Stages], out, *, objectives: Sequence[str], learning_rates,
+         hyperparameters, make_config: Callable, cost_model, run_type) -> list:
+  """The runs of the tuned protocol (``run_type``: ``sweep_runner.Run``).
+  ``make_config(row, objective, seed, scale, setting, stage)`` builds a run's config
+  (``stage``: :data:`TUNE`, :data:`FINAL` or :data:`CHECK`)."""
+  runs = []
+
+  def add(group, name, make, meta, steps, row, waits_for=""):
+    runs.append(run_type(group, name, make, dict(meta, row=row), waits_for=waits_for,
+                         estimate_s=estimate_seconds(out, group, row, steps, cost_model)))
+
+  for row, st in rows.items():  # Stage 1: every tune run can start at once.
+    if st.tune is None:
+      continue
+    for objective in st.objectives or objectives:
+      for s in grid(objective, learning_rates, hyperparameters):
+        add(TUNE, tune_name(row, objective, s),
+            _maker(make_config, row, objective, 0, st.tune, s, TUNE),
+            {"dataset": row, "objective": objective, "setting": s.name, "seed": 0},
+            st.tune.steps, row)
+  for row, st in rows.items():  # Stage 2: the chosen settings, every seed.
+    source = st.choices_from or row
+    for objective in st.objectives or objectives:
+      settings = grid(objective, learning_rates, hyperparameters)
+      chosen, missing = choose(out, source, objective, settings)
+      for seed in range(st.final.seeds):
+        add(FINAL, f"{row}_{objective}_s{seed}",
+            _maker(make_config, row, objective, seed, st.final, chosen or settings[0], FINAL),
+            {"dataset": row, "objective": objective, "seed": seed,
+             "setting": chosen.name if chosen else None, "chosen_on": source},
+            st.final.steps, row, waits_for=f"{len(missing)} tune runs of {source}" if missing
+            else "")
+  for row, st in rows.items():  # Stage 3: the near-convergence check of the best.
+    objs = st.objectives or objectives
+    best, missing = best_objective(out, row, objs, st.final.seeds)
+    source = st.choices_from or row
+    chosen = choose(out, source, best, grid(best, learning_rates, hyperparameters))[0] \
+        if best else None
+    double = dataclasses.replace(st.final, steps=2 * st.final.steps, seeds=1)
+    add(CHECK, f"{row}_best_2x_s0",
+        _maker(make_config, row, best or objs[0], 0, double,
+               chosen or grid(objs[0], learning_rates, hyperparameters)[0], CHECK),
+        {"dataset": row, "objective": best, "seed": 0, "setting": chosen.name if chosen else None},
+        double.steps, row, waits_for=f"{len(missing)} final runs of {row}" if missing else "")
+  return runs
+
+
+def _maker(make_config, row, objective, seed, scale, setting, stage):
+  return lambda: make_config(row, objective, seed, scale, setting, stage)

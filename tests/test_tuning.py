@@ -1,0 +1,90 @@
+"""The tuned protocol of the results sweep: grids, the validation choice, waiting stages."""
+
+import json
+
+import pytest
+
+from experiments import sweep
+from multilabel_jax.studies import tuning
+
+
+def _store(out, group, name, val_p1, steps=2, wall=10.0):
+  path = out / group / f"{name}.json"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps({"validation": {"ranking": {"precision_at_1": val_p1}},
+                              "train": {"steps": steps}, "sweep": {"wall_seconds": wall}}))
+
+
+def _by_name(runs):
+  return {r.name: r for r in runs}
+
+
+def test_grid_is_learning_rates_times_the_objectives_own_hyperparameter():
+  lrs, hps = sweep.LEARNING_RATES, sweep.OBJECTIVE_HYPERPARAMETERS
+  assert max(lrs) / min(lrs) == pytest.approx(10.0)
+  assert [s.name for s in tuning.grid("softmax", lrs, hps)] == ["lr0.0003", "lr0.001", "lr0.003"]
+  asl = tuning.grid("asl", lrs, hps)
+  assert len(asl) == 6 and asl[1].name == "lr0.0003_gamma_neg4"
+  assert dict(asl[1].options) == {"gamma_neg": 4.0}
+  for objective, (option, values) in hps.items():  # Each option is one the objective takes.
+    from multilabel_jax import losses  # pylint: disable=g-import-not-at-top
+    assert option in losses.accepted_options(objective), objective
+    assert 2 <= len(values) <= 3
+
+
+def test_finals_wait_for_the_tune_runs_then_take_the_best_validation_setting(tmp_path):
+  runs = _by_name(sweep.plan("tuned_tiny", tmp_path))
+  tune = [n for n, r in runs.items() if r.group == tuning.TUNE]
+  assert len(tune) == 3 + 6  # softmax: 3 learning rates; asl: 3 x 2 gamma_neg.
+  assert all(not runs[n].waits_for for n in tune)
+  assert runs["hw1k_softmax_s0"].waits_for == "3 tune runs of hw1k"
+  assert runs["ambiguity_low_softmax_s0"].waits_for == "3 tune runs of hw1k"
+  assert runs["hw1k_best_2x_s0"].waits_for == "4 final runs of hw1k"
+
+  for lr, p1 in (("0.0003", 0.1), ("0.001", 0.3), ("0.003", 0.2)):
+    _store(tmp_path, tuning.TUNE, f"hw1k_softmax_lr{lr}_s0", p1)
+  runs = _by_name(sweep.plan("tuned_tiny", tmp_path))
+  for name in ("hw1k_softmax_s0", "hw1k_softmax_s1", "ambiguity_low_softmax_s0"):
+    assert not runs[name].waits_for and runs[name].meta["setting"] == "lr0.001"
+    config = runs[name].make_config()
+    assert config.optimizer.lr == 1e-3 and config.eval.oracle
+  assert config.data.options.group_size == sweep.AMBIGUITY["low"][0]
+  assert runs["hw1k_asl_s0"].waits_for == "6 tune runs of hw1k"
+  assert not runs["hw1k_softmax_lr0.001_s0"].make_config().eval.oracle  # Tune: no oracle.
+
+  for gamma in (2, 4):
+    for lr, p1 in (("0.0003", 0.5), ("0.001", 0.6), ("0.003", 0.6)):
+      _store(tmp_path, tuning.TUNE, f"hw1k_asl_lr{lr}_gamma_neg{gamma}_s0", p1 + gamma / 100)
+  runs = _by_name(sweep.plan("tuned_tiny", tmp_path))
+  chosen = runs["hw1k_asl_s0"]  # 0.64 at lr 1e-3 and 3e-3: the first in grid order wins.
+  assert chosen.meta["setting"] == "lr0.001_gamma_neg4"
+  assert chosen.make_config().objective_options.gamma_neg == 4.0
+
+  for objective, p1 in (("softmax", 0.3), ("asl", 0.4)):
+    for seed in range(2):
+      _store(tmp_path, tuning.FINAL, f"hw1k_{objective}_s{seed}", p1 + seed / 100)
+  check = _by_name(sweep.plan("tuned_tiny", tmp_path))["hw1k_best_2x_s0"]
+  assert not check.waits_for and check.meta["objective"] == "asl"
+  config = check.make_config()
+  assert config.total_steps == 4 and config.objective_options.gamma_neg == 4.0
+
+
+def test_estimates_use_the_stored_runs_once_there_are_any(tmp_path, capsys):
+  model = {"hw1k": (30.0, 0.5), "ambiguity_low": (30.0, 0.5)}
+  assert tuning.estimate_seconds(tmp_path, tuning.TUNE, "hw1k", 100, model) == 80.0
+  _store(tmp_path, tuning.TUNE, "hw1k_softmax_lr0.001_s0", 0.3, steps=10, wall=50.0)
+  assert tuning.estimate_seconds(tmp_path, tuning.TUNE, "hw1k", 100, model) == 500.0
+  assert sweep.run_sweep(tmp_path, preset="tuned_tiny", dry_run=True) == []
+  printed = capsys.readouterr().out
+  assert "tuned_tune/hw1k_softmax_lr0.001_s0: stored" in printed
+  assert "tuned_final/hw1k_softmax_s0: waits for 2 tune runs of hw1k" in printed
+  assert "runnable now: ~" in printed and "CPU hours" in printed
+
+
+@pytest.mark.slow  # One tiny training run.
+def test_a_tuned_run_trains_and_is_stored(tmp_path):
+  ran = sweep.run_sweep(tmp_path, preset="tuned_tiny", only="hw1k_softmax_lr0.001_s0")
+  assert ran == ["hw1k_softmax_lr0.001_s0"]
+  stored = json.loads((tmp_path / tuning.TUNE / "hw1k_softmax_lr0.001_s0.json").read_text())
+  assert stored["config"]["optimizer"]["lr"] == 1e-3
+  assert stored["sweep"]["setting"] == "lr0.001" and stored["sweep"]["row"] == "hw1k"
