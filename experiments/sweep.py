@@ -134,9 +134,11 @@ _HW = dict(num_validation=1000, num_test=2000, num_evals=10, widths=(256,))  # T
 TUNED_PRESETS: Dict[str, Dict[str, Stages]] = {
     "tuned": {  # The 2-core CPU.
         "hw20k": Stages(tune=Scale(steps=600, seeds=1, num_classes=20_000, **_HW),
-                        final=Scale(steps=2400, seeds=3, num_classes=20_000, **_HW)),
+                        final=Scale(steps=2400, seeds=3, num_classes=20_000, **_HW),
+                        length_check="softmax"),
         "debtags": Stages(tune=Scale(steps=470, seeds=1, num_evals=10),
-                          final=Scale(steps=940, seeds=3, num_evals=10)),
+                          final=Scale(steps=940, seeds=3, num_evals=10),
+                          length_check="squared_hinge"),
         "hw1k": Stages(final=Scale(steps=2000, seeds=3, num_classes=1_000, **_HW),
                        choices_from="hw20k"),
         "ambiguity_low": Stages(final=Scale(steps=2000, seeds=3, num_classes=1_000, **_HW),
@@ -155,7 +157,7 @@ TUNED_PRESETS: Dict[str, Dict[str, Stages]] = {
                                   num_validation=64, num_test=64, num_evals=2, widths=(16,)),
                        final=Scale(steps=2, seeds=2, num_classes=48, batch_size=16,
                                    num_validation=64, num_test=64, num_evals=2, widths=(16,)),
-                       objectives=("softmax", "asl")),
+                       objectives=("softmax", "asl"), length_check="softmax"),
         "ambiguity_low": Stages(final=Scale(steps=2, seeds=1, num_classes=48, batch_size=16,
                                             num_validation=64, num_test=64, num_evals=2,
                                             widths=(16,)),
@@ -217,7 +219,7 @@ def tuned_config(row: str, objective: str, seed: int, scale: Scale, setting: tun
   else:
     group_size, noise = AMBIGUITY[row.split("_")[1] if row.startswith("ambiguity") else "mid"]
     c = hashtag_config(objective, seed, scale, group_size=group_size, noise=noise,
-                       oracle=stage != tuning.TUNE)
+                       oracle=stage in (tuning.FINAL, tuning.CHECK))
   c.optimizer.lr = setting.lr
   c.objective_options.update(dict(setting.options))
   return c

@@ -40,6 +40,12 @@ def test_finals_wait_for_the_tune_runs_then_take_the_best_validation_setting(tmp
   assert runs["hw1k_softmax_s0"].waits_for == "3 tune runs of hw1k"
   assert runs["ambiguity_low_softmax_s0"].waits_for == "3 tune runs of hw1k"
   assert runs["hw1k_best_2x_s0"].waits_for == "4 final runs of hw1k"
+  long = [r for r in runs.values() if r.group == tuning.LENGTH]  # softmax's grid, final length.
+  assert [r.name for r in long] == [f"hw1k_softmax_lr{lr}_long_s0" for lr in ("0.0003", "0.001",
+                                                                              "0.003")]
+  assert all(not r.waits_for for r in long)
+  assert tuning.length_check(tmp_path, "hw1k", "softmax", tuning.grid(
+      "softmax", sweep.LEARNING_RATES, {})) is None
 
   for lr, p1 in (("0.0003", 0.1), ("0.001", 0.3), ("0.003", 0.2)):
     _store(tmp_path, tuning.TUNE, f"hw1k_softmax_lr{lr}_s0", p1)
@@ -51,6 +57,11 @@ def test_finals_wait_for_the_tune_runs_then_take_the_best_validation_setting(tmp
   assert config.data.options.group_size == sweep.AMBIGUITY["low"][0]
   assert runs["hw1k_asl_s0"].waits_for == "6 tune runs of hw1k"
   assert not runs["hw1k_softmax_lr0.001_s0"].make_config().eval.oracle  # Tune: no oracle.
+  for lr, p1 in (("0.0003", 0.1), ("0.001", 0.2), ("0.003", 0.4)):  # Longer: a larger lr wins.
+    _store(tmp_path, tuning.LENGTH, f"hw1k_softmax_lr{lr}_long_s0", p1)
+  assert tuning.length_check(tmp_path, "hw1k", "softmax", tuning.grid(
+      "softmax", sweep.LEARNING_RATES, {})) == {"short": "lr0.001", "long": "lr0.003",
+                                                "same": False}
 
   for gamma in (2, 4):
     for lr, p1 in (("0.0003", 0.5), ("0.001", 0.6), ("0.003", 0.6)):

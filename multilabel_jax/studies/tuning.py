@@ -6,6 +6,9 @@ Three stages per dataset row, each a group of stored runs (``<out>/<group>/<name
   learning rates times the objective's own hyperparameter, if it has one) at the row's
   tuning length. The setting of highest validation P@1 is the objective's choice
   (:func:`choose`); test numbers are not looked at.
+* ``tuned_length``: one objective's grid (``Stages.length_check``) again at the final
+  length, seed 0: tuning at the shorter length is sound where both lengths choose the same
+  setting (:func:`length_check`).
 * ``tuned_final``: the chosen setting at the final length, one run per seed. A row that
   takes another row's choices (``Stages.choices_from``, e.g. hashtag_world 1k and 100k from
   20k) has no tune stage.
@@ -27,7 +30,7 @@ import pathlib
 import statistics
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-TUNE, FINAL, CHECK = "tuned_tune", "tuned_final", "tuned_check"
+TUNE, LENGTH, FINAL, CHECK = "tuned_tune", "tuned_length", "tuned_final", "tuned_check"
 CHECK_TOLERANCE = 0.03  # Relative change of validation P@1 at twice the budget.
 
 
@@ -59,18 +62,18 @@ def val_p1(report: dict) -> float:
   return float(report["validation"]["ranking"]["precision_at_1"])
 
 
-def tune_name(row: str, objective: str, setting: Setting) -> str:
-  return f"{row}_{objective}_{setting.name}_s0"
+def tune_name(row: str, objective: str, setting: Setting, group: str = TUNE) -> str:
+  return f"{row}_{objective}_{setting.name}{'_long' if group == LENGTH else ''}_s0"
 
 
-def choose(out, row: str, objective: str, settings: Sequence[Setting]
+def choose(out, row: str, objective: str, settings: Sequence[Setting], group: str = TUNE
            ) -> Tuple[Optional[Setting], List[str]]:
   """``(best setting, [])`` once every tune run of ``row``/``objective`` is stored (ties:
   the first in grid order), else ``(None, names of the missing runs)``."""
   scored, missing = [], []
   for s in settings:
-    name = tune_name(row, objective, s)
-    report = _load(pathlib.Path(out) / TUNE / f"{name}.json")
+    name = tune_name(row, objective, s, group)
+    report = _load(pathlib.Path(out) / group / f"{name}.json")
     if report is None:
       missing.append(name)
     else:
@@ -78,6 +81,16 @@ def choose(out, row: str, objective: str, settings: Sequence[Setting]
   if missing:
     return None, missing
   return max(scored, key=lambda t: t[:2])[2], []
+
+
+def length_check(out, row: str, objective: str, settings: Sequence[Setting]) -> Optional[dict]:
+  """``{"short", "long", "same"}``: the settings chosen at the tuning and at the final
+  length, once both grids are stored; else None."""
+  short, long = choose(out, row, objective, settings)[0], choose(out, row, objective,
+                                                                 settings, LENGTH)[0]
+  if short is None or long is None:
+    return None
+  return {"short": short.name, "long": long.name, "same": short == long}
 
 
 def best_objective(out, row: str, objectives: Sequence[str], seeds: int
@@ -142,6 +155,7 @@ class Stages:
   tune: object = None
   choices_from: str = ""      # Another row whose tune stage chooses for this one.
   objectives: Optional[Tuple[str, ...]] = None
+  length_check: str = ""      # The objective whose grid also runs at the final length.
   note: str = ""              # Why a row is cut (shown by the report).
 
 
@@ -165,6 +179,13 @@ def plan(rows: Dict[str, Stages], out, *, objectives: Sequence[str], learning_ra
             _maker(make_config, row, objective, 0, st.tune, s, TUNE),
             {"dataset": row, "objective": objective, "setting": s.name, "seed": 0},
             st.tune.steps, row)
+    if st.length_check:
+      once = dataclasses.replace(st.final, seeds=1)
+      for s in grid(st.length_check, learning_rates, hyperparameters):
+        add(LENGTH, tune_name(row, st.length_check, s, LENGTH),
+            _maker(make_config, row, st.length_check, 0, once, s, LENGTH),
+            {"dataset": row, "objective": st.length_check, "setting": s.name, "seed": 0},
+            once.steps, row)
   for row, st in rows.items():  # Stage 2: the chosen settings, every seed.
     source = st.choices_from or row
     for objective in st.objectives or objectives:
