@@ -224,3 +224,15 @@ def test_claim5_picks_the_best_configuration_on_validation():
   reports[-3]["validation_history"][-1]["val_precision_at_1"] = 0.99  # lr1e-3 now leads.
   text = "\n".join(claims.claim5(report_lib.Report(reports))[3])
   assert "is not the best variant on validation" in text
+
+
+def test_load_keeps_only_stored_runs(tmp_path):
+  """A whole run's folder kept under results/ (results/million) is not a sweep run."""
+  (tmp_path / "million").mkdir()
+  (tmp_path / "million" / "validation_history.json").write_text("[]")
+  (tmp_path / "million" / "report.json").write_text('{"test": {}}')
+  (tmp_path / "main").mkdir()
+  (tmp_path / "main" / "hw1k_softmax_s0.json").write_text('{"sweep": {"group": "main"}}')
+  (tmp_path / "peers").mkdir()
+  (tmp_path / "peers" / "debtags_omikuji.json").write_text('{"peer": "omikuji"}')
+  assert rs.load(tmp_path) == [{"sweep": {"group": "main"}}, {"peer": "omikuji"}]

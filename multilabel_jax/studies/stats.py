@@ -40,9 +40,12 @@ BRACKET = "inconclusive (mAP bracket)"
 
 
 def load(results_dir) -> List[dict]:
-  """Every stored report under ``results_dir`` (``<group>/<name>.json``), sorted by name."""
+  """Every stored run report under ``results_dir`` (``<group>/<name>.json`` with its sweep
+  or peer record), sorted by name. Other JSON there (a whole run's folder kept for its own
+  figures, such as ``results/million``) is not a sweep run and is left out."""
   paths = sorted(pathlib.Path(results_dir).glob("*/*.json"))
-  return [json.loads(p.read_text()) for p in paths]
+  reports = [json.loads(p.read_text()) for p in paths]
+  return [r for r in reports if isinstance(r, dict) and ("sweep" in r or "peer" in r)]
 
 
 def by_key(reports, group: str, key_fields: Sequence[str]) -> Dict[tuple, Dict[int, dict]]:
