@@ -82,6 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
   # The wide path's tables (head.wide): SGD with momentum and L2, as a linear model wants.
   c.optimizer.wide_lr = 1.0
   c.optimizer.wide_weight_decay = 4e-5
+  c.optimizer.deep_lr_with_wide = 0.0  # The rest's peak lr when a wide path is built (0: lr).
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 512

@@ -39,9 +39,15 @@ def make_optimizer(config, total_steps: int, *, wide: bool = False):
   cosine, with L2 weight decay ``config.wide_weight_decay`` (not clipped). Adam moves every
   coordinate of a sparse linear model by about the same step, rare words as far as
   frequent ones, and overfits them; SGD moves each in proportion to its gradient, as the
-  linear solvers do (LIBLINEAR's Newton steps). Everything else gets the optimizer above.
+  linear solvers do (LIBLINEAR's Newton steps). Everything else gets the optimizer above,
+  at peak ``config.deep_lr_with_wide`` instead of ``config.lr`` when that is set: beside a
+  wide path that carries the linear model the deep part is a correction and wants a smaller
+  step than when it is the whole model (Wide & Deep, Cheng et al. 2016, also trains the two
+  parts with different optimizers). The returned schedule is the deep part's.
   """
-  schedule = learning_rate_schedule(config, total_steps)
+  base = learning_rate_schedule(config, total_steps)
+  deep_lr = config.get("deep_lr_with_wide", 0.0) if wide else 0.0
+  schedule = (lambda step: base(step) * (deep_lr / config.lr)) if deep_lr else base
   name = config.name
   if name == "adamw":
     opt = optax.adamw(schedule, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay,
@@ -57,7 +63,7 @@ def make_optimizer(config, total_steps: int, *, wide: bool = False):
   if config.clip_norm:
     opt = optax.chain(optax.clip_by_global_norm(config.clip_norm), opt)
   if wide:
-    wide_schedule = lambda step: schedule(step) * (config.wide_lr / config.lr)
+    wide_schedule = lambda step: base(step) * (config.wide_lr / config.lr)
     wide_opt = optax.chain(optax.add_decayed_weights(config.wide_weight_decay),
                            optax.sgd(wide_schedule, momentum=config.momentum or None))
     opt = optax.multi_transform({"main": opt, "wide": wide_opt}, param_groups)

@@ -43,3 +43,22 @@ def test_wide_group_is_sgd_with_l2_and_the_rest_is_the_main_optimizer():
       np.testing.assert_allclose(got, exp, rtol=1e-6)
   np.testing.assert_allclose(float(schedule(0)), c.lr, rtol=1e-6)
   assert isinstance(tx, optax.GradientTransformation)
+
+
+def test_deep_lr_with_wide_scales_the_main_group_only_when_a_wide_path_is_built():
+  c = configs.base_config().optimizer
+  c.warmup_steps, c.schedule, c.clip_norm, c.weight_decay = 0, "constant", 0.0, 0.0
+  c.lr, c.deep_lr_with_wide = 1e-3, 1e-4
+  params = _params()
+  grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 3.0), params)
+  tx, schedule = optim.make_optimizer(c, 100, wide=True)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(float(schedule(0)), 1e-4, rtol=1e-6)
+  np.testing.assert_allclose(updates["encoder"]["embedding"], -1e-4, rtol=1e-4)  # Adam: lr.
+  np.testing.assert_allclose(updates["wide_logits"]["table"], -c.wide_lr * (3.0 + 4e-5 * 2.0),
+                             rtol=1e-6)  # The wide group keeps wide_lr.
+  alone, alone_schedule = optim.make_optimizer(c, 100)  # No wide path: the deep part is all.
+  main = {k: v for k, v in params.items() if k != "wide_logits"}
+  u, _ = alone.update({k: grads[k] for k in main}, alone.init(main), main)
+  np.testing.assert_allclose(float(alone_schedule(0)), 1e-3, rtol=1e-6)
+  np.testing.assert_allclose(u["encoder"]["embedding"], -1e-3, rtol=1e-4)
