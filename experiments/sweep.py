@@ -138,6 +138,7 @@ TUNED_PRESETS: Dict[str, Dict[str, Stages]] = {
                         length_check="softmax"),
         "debtags": Stages(tune=Scale(steps=470, seeds=1, num_evals=10),
                           final=Scale(steps=940, seeds=3, num_evals=10),
+                          learning_rates=(3e-5, 1e-4, 3e-4),  # The MLP beside the wide path.
                           length_check="squared_hinge"),
         "hw1k": Stages(final=Scale(steps=2000, seeds=3, num_classes=1_000, **_HW),
                        choices_from="hw20k"),
@@ -206,6 +207,8 @@ def debtags_config(objective: str, seed: int, scale: Scale, variant: Optional[di
   variant = dict(variant or {})
   if "lr" in variant:
     c.optimizer.lr = variant.pop("lr")
+    if c.optimizer.deep_lr_with_wide:  # The MLP's rate, with or without the wide path.
+      c.optimizer.deep_lr_with_wide = c.optimizer.lr
   c.model_options.update(variant)
   return _finish(c, scale, seed)
 
@@ -221,6 +224,8 @@ def tuned_config(row: str, objective: str, seed: int, scale: Scale, setting: tun
     c = hashtag_config(objective, seed, scale, group_size=group_size, noise=noise,
                        oracle=stage in (tuning.FINAL, tuning.CHECK))
   c.optimizer.lr = setting.lr
+  if c.optimizer.deep_lr_with_wide:  # debtags: the MLP's rate whether or not a wide path.
+    c.optimizer.deep_lr_with_wide = setting.lr
   c.objective_options.update(dict(setting.options))
   return c
 

@@ -99,3 +99,15 @@ def test_a_tuned_run_trains_and_is_stored(tmp_path):
   stored = json.loads((tmp_path / tuning.TUNE / "hw1k_softmax_lr0.001_s0.json").read_text())
   assert stored["config"]["optimizer"]["lr"] == 1e-3
   assert stored["sweep"]["setting"] == "lr0.001" and stored["sweep"]["row"] == "hw1k"
+
+
+def test_debtags_tunes_the_mlps_rate_beside_the_wide_path(tmp_path):
+  runs = _by_name(sweep.plan("tuned", tmp_path))
+  names = [n for n in runs if n.startswith("debtags_sigmoid_") and runs[n].group == tuning.TUNE]
+  assert names == ["debtags_sigmoid_lr3e-05_s0", "debtags_sigmoid_lr0.0001_s0",
+                   "debtags_sigmoid_lr0.0003_s0"]
+  config = runs["debtags_sigmoid_lr3e-05_s0"].make_config()
+  assert config.optimizer.lr == config.optimizer.deep_lr_with_wide == 3e-5
+  assert config.head.wide and config.total_steps == 470 and not config.eval.oracle
+  hw = runs["hw20k_softmax_lr0.003_s0"].make_config()
+  assert hw.optimizer.lr == 3e-3 and hw.data.options.num_classes == 20_000

@@ -155,6 +155,7 @@ class Stages:
   tune: object = None
   choices_from: str = ""      # Another row whose tune stage chooses for this one.
   objectives: Optional[Tuple[str, ...]] = None
+  learning_rates: Optional[Tuple[float, ...]] = None  # Else the protocol's.
   length_check: str = ""      # The objective whose grid also runs at the final length.
   note: str = ""              # Why a row is cut (shown by the report).
 
@@ -166,6 +167,9 @@ def plan(rows: Dict[str, Stages], out, *, objectives: Sequence[str], learning_ra
   (``stage``: :data:`TUNE`, :data:`FINAL` or :data:`CHECK`)."""
   runs = []
 
+  def lrs(row):
+    return rows[row].learning_rates or learning_rates
+
   def add(group, name, make, meta, steps, row, waits_for=""):
     runs.append(run_type(group, name, make, dict(meta, row=row), waits_for=waits_for,
                          estimate_s=estimate_seconds(out, group, row, steps, cost_model)))
@@ -174,14 +178,14 @@ def plan(rows: Dict[str, Stages], out, *, objectives: Sequence[str], learning_ra
     if st.tune is None:
       continue
     for objective in st.objectives or objectives:
-      for s in grid(objective, learning_rates, hyperparameters):
+      for s in grid(objective, lrs(row), hyperparameters):
         add(TUNE, tune_name(row, objective, s),
             _maker(make_config, row, objective, 0, st.tune, s, TUNE),
             {"dataset": row, "objective": objective, "setting": s.name, "seed": 0},
             st.tune.steps, row)
     if st.length_check:
       once = dataclasses.replace(st.final, seeds=1)
-      for s in grid(st.length_check, learning_rates, hyperparameters):
+      for s in grid(st.length_check, lrs(row), hyperparameters):
         add(LENGTH, tune_name(row, st.length_check, s, LENGTH),
             _maker(make_config, row, st.length_check, 0, once, s, LENGTH),
             {"dataset": row, "objective": st.length_check, "setting": s.name, "seed": 0},
@@ -189,7 +193,7 @@ def plan(rows: Dict[str, Stages], out, *, objectives: Sequence[str], learning_ra
   for row, st in rows.items():  # Stage 2: the chosen settings, every seed.
     source = st.choices_from or row
     for objective in st.objectives or objectives:
-      settings = grid(objective, learning_rates, hyperparameters)
+      settings = grid(objective, lrs(source), hyperparameters)
       chosen, missing = choose(out, source, objective, settings)
       for seed in range(st.final.seeds):
         add(FINAL, f"{row}_{objective}_s{seed}",
@@ -202,12 +206,12 @@ def plan(rows: Dict[str, Stages], out, *, objectives: Sequence[str], learning_ra
     objs = st.objectives or objectives
     best, missing = best_objective(out, row, objs, st.final.seeds)
     source = st.choices_from or row
-    chosen = choose(out, source, best, grid(best, learning_rates, hyperparameters))[0] \
+    chosen = choose(out, source, best, grid(best, lrs(source), hyperparameters))[0] \
         if best else None
     double = dataclasses.replace(st.final, steps=2 * st.final.steps, seeds=1)
     add(CHECK, f"{row}_best_2x_s0",
         _maker(make_config, row, best or objs[0], 0, double,
-               chosen or grid(objs[0], learning_rates, hyperparameters)[0], CHECK),
+               chosen or grid(objs[0], lrs(source), hyperparameters)[0], CHECK),
         {"dataset": row, "objective": best, "seed": 0, "setting": chosen.name if chosen else None},
         double.steps, row, waits_for=f"{len(missing)} final runs of {row}" if missing else "")
   return runs
