@@ -44,3 +44,32 @@ def test_peers_label_matrix_and_xmc_file(tmp_path):
   peers._write_xmc(tmp_path / "t.txt", x, y)
   assert (tmp_path / "t.txt").read_text().splitlines() == [
       "2 3 3", "0,2 0:0.5 2:0.25", "1 1:1"]
+
+
+def test_a_run_on_another_file_is_stored_and_shown_under_its_own_name(tmp_path):
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  (workdir / "report.json").write_text(json.dumps(_report(0, 0.27, 0.266)))
+  path = shipped.store(workdir, "lr1e-3", tmp_path / "results", dataset="debsuggests")
+  assert path.name == "debsuggests_lr1e-3_s0.json"
+  text = "\n".join(shipped.section([json.loads(path.read_text())]))
+  assert "| debsuggests: lr1e-3 | 1 | 0.270 | 0.266 |" in text
+
+
+def test_peers_read_the_file_given_and_store_under_the_dataset_name(tmp_path, monkeypatch):
+  seen = {}
+
+  def fake_peer(name, source, dataset=""):
+    seen.update(records=sum(source.num_examples(s) for s in ("train", "validation", "test")),
+                dataset=dataset)
+    return {"peer": name, "test": {"ranking": {"precision_at_1": 0.3, "precision_at_3": 0.2,
+                                               "precision_at_5": 0.1}},
+            "train": {"seconds_this_run": 1.0}}
+
+  monkeypatch.setattr(peers, "run_peer", fake_peer)
+  fixture = "tests/fixtures/tiny_debtags.jsonl"
+  assert peers.main(["--config=experiments/debtags.py", f"--data_path={fixture}",
+                     "--dataset=tiny", "--only=omikuji", f"--out={tmp_path}"]) == 0
+  with open(fixture, encoding="utf-8") as f:  # The fixture's records, not debtags' 30,300.
+    assert 0 < seen["records"] <= sum(1 for line in f) and seen["dataset"] == "tiny"
+  assert (tmp_path / "tiny_omikuji.json").exists()

@@ -1,6 +1,8 @@
 r"""Peers on the neural runs' own features and split: LibMultiLabel and omikuji.
 
   python -m multilabel_jax.studies.peers --config=experiments/debtags.py --out=results/peers
+  python -m multilabel_jax.studies.peers --config=experiments/debtags.py \
+      --data_path=../shared/data/debsuggests.jsonl.gz --dataset=debsuggests --out=results/peers
 
 Each peer reads exactly the bag of words the config's run reads (its source, its
 featurizer: text, ``depends=`` tokens and the package name's character n-grams) as a sparse
@@ -87,8 +89,9 @@ PEERS: Dict[str, Callable] = {"libmultilabel_1vsrest": libmultilabel_1vsrest,
                               "omikuji": omikuji_trees}
 
 
-def run_peer(name: str, source) -> dict:
-  """One peer's report: ``{"peer", "test", "validation_ranking", "train": {seconds}}``."""
+def run_peer(name: str, source, dataset: str = "") -> dict:
+  """One peer's report: ``{"peer", "test", "validation_ranking", "train": {seconds}}``
+  (``dataset``: the name it is stored and shown under; default the source's)."""
   start = time.time()
   info = source.info
   split = {s: source.read(s, np.arange(source.num_examples(s)))
@@ -104,7 +107,7 @@ def run_peer(name: str, source) -> dict:
   report = ovr_baseline.evaluate_scores(
       val_scores, split["validation"]["label_ids"], test_scores, split["test"]["label_ids"],
       num_classes=info.num_classes, propensity=propensity)
-  return {"peer": name, "data": {"name": info.name, "num_classes": info.num_classes,
+  return {"peer": name, "data": {"name": dataset or info.name, "num_classes": info.num_classes,
                                  "num_features": source.num_embeddings},
           "validation_ranking": report["validation_ranking"], "test": report["test"],
           "train": {"seconds_this_run": seconds}}
@@ -117,16 +120,23 @@ def main(argv=None) -> int:
                       help="the experiment config whose source and features the peers read")
   parser.add_argument("--out", default="results/peers")
   parser.add_argument("--only", default="", help="comma-separated peer names")
+  parser.add_argument("--data_path", default="",
+                      help="another file for the config's source (config.data.options.path)")
+  parser.add_argument("--dataset", default="", help="the name to store and show the runs under")
   args = parser.parse_args(argv)
   # Configs are files of the repository (run from its root, like experiments.run).
   from experiments import run as run_lib  # pylint: disable=g-import-not-at-top
   config = run_lib.load_config(args.config)
+  if args.data_path:
+    with config.unlocked():
+      config.data.options.path = args.data_path
+  dataset = args.dataset or config.data.name
   source = builders.build_source(config)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   for name in [n for n in PEERS if not args.only or n in args.only.split(",")]:
-    report = run_peer(name, source)
-    path = out / f"{config.data.name}_{name}.json"
+    report = run_peer(name, source, dataset)
+    path = out / f"{dataset}_{name}.json"
     path.write_text(json.dumps(report, default=float, indent=1))
     r = report["test"]["ranking"]
     print(f"{name}: test P@1 {r['precision_at_1']:.4f} P@3 {r['precision_at_3']:.4f} "

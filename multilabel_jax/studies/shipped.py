@@ -26,10 +26,12 @@ METRICS = (("test P@1", "precision_at_1"), ("test P@3", "precision_at_3"),
            ("test P@5", "precision_at_5"), ("test mAP", "map"))
 
 
-def store(workdir, variant: str, out) -> pathlib.Path:
-  """Copies ``workdir/report.json`` into ``out/shipped/``; returns the stored path."""
+def store(workdir, variant: str, out, dataset: str = "") -> pathlib.Path:
+  """Copies ``workdir/report.json`` into ``out/shipped/``; returns the stored path.
+  ``dataset``: the name to store it under (default the report's data name; another file
+  read through the config's path override is still named after the config's source)."""
   report = json.loads(pathlib.Path(workdir, "report.json").read_text())
-  seed, dataset = report["config"]["seed"], report["data"]["name"]
+  seed, dataset = report["config"]["seed"], dataset or report["data"]["name"]
   name = f"{dataset}_{variant}_s{seed}"
   report["sweep"] = {"group": GROUP, "name": name, "dataset": dataset, "variant": variant,
                      "seed": seed, "machine": sweep_runner.machine()}
@@ -73,9 +75,10 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m multilabel_jax.studies.shipped")
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--variant", default="default")
+  parser.add_argument("--dataset", default="", help="default: the report's data name")
   parser.add_argument("--out", default="results")
   args = parser.parse_args(argv)
-  print(store(args.workdir, args.variant, args.out))
+  print(store(args.workdir, args.variant, args.out, args.dataset))
   return 0
 
 
