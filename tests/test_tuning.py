@@ -111,3 +111,22 @@ def test_debtags_tunes_the_mlps_rate_beside_the_wide_path(tmp_path):
   assert config.head.wide and config.total_steps == 470 and not config.eval.oracle
   hw = runs["hw20k_softmax_lr0.003_s0"].make_config()
   assert hw.optimizer.lr == 3e-3 and hw.data.options.num_classes == 20_000
+
+
+def test_the_results_section_counts_tune_runs_and_shows_a_choice_once_the_grid_is_complete():
+  def stored(row, objective, setting, p1, group=tuning.TUNE):
+    return {"sweep": {"group": group, "row": row, "objective": objective, "setting": setting},
+            "validation": {"ranking": {"precision_at_1": p1}}}
+
+  rows = sweep.TUNED_PRESETS["tuned"]
+  kw = dict(objectives=sweep.OBJECTIVES, learning_rates=sweep.LEARNING_RATES,
+            hyperparameters=sweep.OBJECTIVE_HYPERPARAMETERS)
+  assert tuning.section([], rows, **kw) == []
+  reports = [stored("hw20k", "sigmoid", "lr0.0003", 0.2), stored("hw20k", "sigmoid", "lr0.001", 0.4),
+             stored("hw20k", "softmax", "lr0.0003", 0.3)]
+  text = "\n".join(tuning.section(reports, rows, **kw))
+  assert "| hw20k | sigmoid | 2 of 3 | - | 0 of 3 |" in text
+  reports.append(stored("hw20k", "sigmoid", "lr0.003", 0.1))
+  text = "\n".join(tuning.section(reports, rows, **kw))
+  assert "| hw20k | sigmoid | 3 of 3 | lr0.001 (0.400) | 0 of 3 |" in text
+  assert "| hw1k | sigmoid |" not in text  # Nothing of hw1k is stored yet.

@@ -21,6 +21,7 @@ from multilabel_jax.studies import plots as plots_lib
 from multilabel_jax.studies import shipped
 from multilabel_jax.studies import stats as rs
 from multilabel_jax.studies import sweep_runner
+from multilabel_jax.studies import tuning
 
 ROWS = ("debtags", "hw1k", "hw20k", "hw100k")
 ROW_TITLES = {"debtags": "debtags (598 tags, real)", "hw1k": "hashtag_world 1k",
@@ -182,8 +183,11 @@ class Report:
             self.machine_line(), "",
             "## Definitions and the verdict rule", "",
             rs.__doc__.split("Definitions (also written into RESULTS.md):")[1].strip(), ""]
-    body = (self.setup() + shipped.section(self.reports) + self.claims()
-            + self.dataset_tables())
+    body = (self.setup() + shipped.section(self.reports)
+            + tuning.section(self.reports, sweep.TUNED_PRESETS["tuned"],
+                             objectives=sweep.OBJECTIVES, learning_rates=sweep.LEARNING_RATES,
+                             hyperparameters=sweep.OBJECTIVE_HYPERPARAMETERS)
+            + self.claims() + self.dataset_tables())
     figs = ["## Plots", ""] + [f"![{k}]({v})" + "\n" for k, v in plots.items()]
     return "\n".join(head + body + figs) + "\n"
 

@@ -219,3 +219,44 @@ def plan(rows: Dict[str, Stages], out, *, objectives: Sequence[str], learning_ra
 
 def _maker(make_config, row, objective, seed, scale, setting, stage):
   return lambda: make_config(row, objective, seed, scale, setting, stage)
+
+
+def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Sequence[str],
+            learning_rates, hyperparameters) -> List[str]:
+  """RESULTS.md's account of the tuned protocol so far (empty before its first stored run):
+  per row and objective, the tune runs stored out of the grid, the setting chosen once the
+  grid is complete (validation P@1), and the final seeds stored."""
+  by = {}
+  for r in reports:
+    meta = r.get("sweep", {})
+    if meta.get("group") in (TUNE, LENGTH, FINAL, CHECK):
+      by.setdefault((meta["group"], meta.get("row"), meta.get("objective")), []).append(r)
+  if not by:
+    return []
+  lines = ["## The tuned protocol (in progress)", "",
+           "`python -m experiments.sweep --preset=tuned` (`multilabel_jax/studies/tuning.py`): "
+           "each objective's learning rate and own hyperparameter chosen on seed 0's "
+           "validation P@1, then seeds at the chosen setting, then the best objective at twice "
+           "the budget. Its verdicts replace the tables below once its rows are complete; "
+           "until then nothing here is compared. `--dry_run` lists what is left and its "
+           "expected time.", "",
+           "| row | objective | tune runs | chosen (val P@1) | final seeds |",
+           "|---|---|---|---|---|"]
+  for row, st in rows.items():
+    lrs = st.learning_rates or learning_rates
+    source = st.choices_from or row
+    for objective in st.objectives or objectives:
+      settings = grid(objective, lrs if not st.choices_from else (
+          rows[source].learning_rates or learning_rates), hyperparameters)
+      tuned = {r["sweep"]["setting"]: val_p1(r) for r in by.get((TUNE, source, objective), [])}
+      finals = len(by.get((FINAL, row, objective), []))
+      if not finals and (st.choices_from or not tuned):  # Shown under its source row.
+        continue
+      chosen = "-"
+      if len(tuned) == len(settings):
+        best = max(settings, key=lambda s: tuned[s.name])  # First in grid order on ties.
+        chosen = f"{best.name} ({tuned[best.name]:.3f})"
+      lines.append(f"| {row} | {objective} | {len(tuned)} of {len(settings)}"
+                   f"{' (from ' + source + ')' if st.choices_from else ''} | {chosen} | "
+                   f"{finals} of {st.final.seeds} |")
+  return lines + [""]
