@@ -89,6 +89,24 @@ def test_every_objective_predicts_the_dense_decoders_sets(name, use_fused):
       [f"c{i}" for i in row] for row in np.argsort(-dense, axis=1, kind="stable")[:, :4]]
 
 
+@pytest.mark.parametrize("name,use_fused", [("sigmoid", False), ("sigmoid", True),
+                                            ("two_head", False), ("two_head", True)])
+def test_expected_f1_predicts_the_host_choice_and_exports(name, use_fused, tmp_path):
+  """The compiled decoder (jax.numpy, fused or dense) chooses the sets that the numpy
+  expected_f1_sets chooses from the dense marginals (top r, the rest of the row's sum as the
+  tail), and the exported model gives the same."""
+  predictor, x, dense, _ = _random_predictor(name, use_fused)
+  assert predictor.decoders["expected_f1"] == {"rule": "expected_f1"}
+  got = predictor.decode({"features": x}, "expected_f1")
+  order = np.argsort(-dense, axis=1, kind="stable")[:, :predictor.r]
+  top = np.take_along_axis(dense, order, axis=1).astype(np.float64)
+  k, _ = losses.expected_f1_sets(top, np.maximum(dense.sum(1) - top.sum(1), 0), min_k=1)
+  want = np.where(np.arange(predictor.r)[None, :] < k[:, None], order, -1)
+  np.testing.assert_array_equal(got["ids"], want)
+  exported = serving.load(predictor.export(tmp_path / "served", "expected_f1"))
+  np.testing.assert_array_equal(exported({"features": x})["ids"], got["ids"])
+
+
 # ------------------------------------------------------------------ a trained JSONL run
 
 
