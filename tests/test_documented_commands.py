@@ -152,6 +152,10 @@ def test_documented_command_runs(command, tmp_path):
       debtags.resolve_path()
     except FileNotFoundError as e:
       pytest.skip(f"debtags data not available: {e}")
+  for arg in command.args:  # A data file beside the repository (../shared/data), as debtags.
+    if arg.startswith("--config.data.options.path=") and not (
+        REPO / arg.split("=", 1)[1]).exists():
+      pytest.skip(f"data not available: {arg.split('=', 1)[1]} (from {REPO})")
   args = runnable(command, tmp_path / "workdir")
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   if command.module == "experiments.predict":  # A run to predict with, and its records.
