@@ -89,13 +89,15 @@ def threshold_stats(scores, thresholds, class_thresholds, r: int, start=0):
           jnp.sum(passes, axis=1, dtype=jnp.int32))
 
 
-def dense_pass_one(scores, counts, label_ids, r: int, thresholds, class_thresholds=None):
-  """:func:`pass_one` of dense scores ``[B, C]``."""
+def dense_pass_one(scores, counts, label_ids, r: int, thresholds, class_thresholds=None,
+                   score_sums: bool = False):
+  """:func:`pass_one` of dense scores ``[B, C]`` (``score_sums``: with the rows' sums, for
+  marginals)."""
   values, ids = jax.lax.top_k(scores, r)
   above, margin, class_above = threshold_stats(scores, thresholds, class_thresholds, r)
   mv, (mi, ms) = margin if margin is not None else (None, (None, None))
   return PassOne(values, ids, counts, _label_scores(scores, label_ids), above, mv, mi,
-                 class_above, ms, jnp.sum(scores, axis=1))
+                 class_above, ms, jnp.sum(scores, axis=1) if score_sums else None)
 
 
 def _fused_threshold_stats(head, x, heads, outputs, thresholds, class_thresholds, r, opts):
@@ -148,7 +150,7 @@ def eval_fns(model, objective, *, r: int, use_fused: bool, chunk_size: int, mesh
     outputs = apply(state, batch)
     if head is None:
       return dense_pass_one(objective.scores(outputs), counts_fn(outputs), batch["label_ids"], r,
-                            thresholds, class_thresholds)
+                            thresholds, class_thresholds, objective.marginals)
     x, heads = fused_inputs(state, outputs)
     opts = dict(chunk_size=chunk_size, mesh=mesh)
     opts["stats"] = fused_heads.row_stats(head, x, heads, outputs, **opts)  # Computed once.
@@ -238,7 +240,7 @@ class Scorer:
 
 def array_scorer(scores_fn: Callable, r: int, counts_fn: Optional[Callable] = None) -> Scorer:
   """A :class:`Scorer` of ``scores_fn(batch) -> [B, C]`` host scores (e.g. the oracle)."""
-  one = jax.jit(lambda s, c, y, t, tc: dense_pass_one(s, c, y, r, t, tc))
+  one = jax.jit(lambda s, c, y, t, tc: dense_pass_one(s, c, y, r, t, tc, score_sums=True))
   two = jax.jit(lambda s, y, m, cl, t, p: dense_pass_two(s, y, m, cl, t, p))
 
   def pass_one(_, batch, thresholds, class_thresholds=None):
