@@ -10,6 +10,7 @@ stored; nothing is typed by hand. The README's text between ``<!-- results:start
 
 from __future__ import annotations
 
+import collections
 import pathlib
 from typing import Dict, List
 
@@ -56,13 +57,11 @@ class Report:
   # ------------------------------------------------------------------ set-up and tables
 
   def setup(self) -> List[str]:
+    groups = collections.Counter(r["sweep"].get("group") if "sweep" in r else "peers"
+                                 for r in self.reports)
     lines = ["## Set-up", "",
-             "Runs stored: " + f"{len(self.reports)} (group main: "
-             f"{sum(len(v) for v in self.main.values())}, ambiguity: "
-             f"{sum(len(v) for v in self.amb.values())}, long: "
-             f"{sum(len(v) for v in self.long.values())}, tune: "
-             f"{sum(len(v) for v in self.tune.values())}, baseline: "
-             f"{int(self.baseline is not None)}).", ""]
+             f"Runs stored: {len(self.reports)} ("
+             + ", ".join(f"group {g}: {n}" for g, n in sorted(groups.items())) + ").", ""]
     rows = []
     for row in self.rows():
       any_run = next(iter(next(v for k, v in self.main.items() if k[0] == row).values()))
@@ -87,7 +86,8 @@ class Report:
                   + ", ".join(f"`{m}`" for m in missing) + f". `python -m experiments.sweep "
                   f"--out=results --preset={preset}` runs exactly these (stored runs are "
                   "skipped); then rerun the report.", ""]
-    lines += [f"Preset(s): {', '.join(sorted(p for p in presets if p))}. These are "
+    lines += [f"Preset(s): {', '.join(sorted(p for p in presets if p in sweep.PRESETS))}. "
+              "These are "
               "**shrunk runs**: the class counts are the issue's, but the step counts are "
               "cut to fit the shared 2-core CPU machine (the configs' own defaults train "
               "longer, see `experiments/sweep.py` preset `accelerator`), so absolute numbers "

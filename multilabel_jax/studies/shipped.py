@@ -56,17 +56,22 @@ def section(reports: List[dict]) -> List[str]:
            "`python -m experiments.run --config=debtags.py` as shipped (`default`) and its "
            "ablations, each a stored run (mean ± sd over seeds), beside LibMultiLabel and "
            "omikuji trained by `python -m multilabel_jax.studies.peers` on the same features "
-           "and split. Validation chose; test is reported once.", ""]
-  body = []
-  for (dataset, variant), runs in sorted(shipped.items()):
-    body.append([f"{dataset}: {variant}", str(len(runs)), rs.stat(runs, _val_p1).fmt()]
-                + [rs.stat(runs, lambda r, m=m: rs.ranking(r, m)).fmt() for _, m in METRICS]
-                + [rs.stat(runs, lambda r: r["train"]["seconds_this_run"]).fmt(0)])
-  for r in sorted(peers, key=lambda r: r["peer"]):
-    body.append([f"{r['data']['name']}: {r['peer']}", "1",
-                 f"{r['validation_ranking']['precision_at_1']:.3f}"]
-                + [f"{r['test']['ranking'][m]:.3f}" for _, m in METRICS]
-                + [f"{r['train']['seconds_this_run']:.0f}"])
+           "and split. Validation chose; test is reported once. Other files run through "
+           "the same config by its path override (debsuggests: docs/DATA.md) follow, each "
+           "with its own peers.", ""]
+  body = []  # Each dataset's runs, then its peers; debtags first.
+  order = lambda name: (name != "debtags", name)
+  for dataset in sorted({k[0] for k in shipped} | {r["data"]["name"] for r in peers}, key=order):
+    for (d, variant), runs in sorted(shipped.items()):
+      if d == dataset:
+        body.append([f"{dataset}: {variant}", str(len(runs)), rs.stat(runs, _val_p1).fmt()]
+                    + [rs.stat(runs, lambda r, m=m: rs.ranking(r, m)).fmt() for _, m in METRICS]
+                    + [rs.stat(runs, lambda r: r["train"]["seconds_this_run"]).fmt(0)])
+    for r in sorted((r for r in peers if r["data"]["name"] == dataset), key=lambda r: r["peer"]):
+      body.append([f"{dataset}: {r['peer']}", "1",
+                   f"{r['validation_ranking']['precision_at_1']:.3f}"]
+                  + [f"{r['test']['ranking'][m]:.3f}" for _, m in METRICS]
+                  + [f"{r['train']['seconds_this_run']:.0f}"])
   lines += rs.table(["run", "seeds", "val P@1"] + [n for n, _ in METRICS] + ["train s"], body)
   return lines
 
