@@ -129,4 +129,7 @@ def test_the_results_section_counts_tune_runs_and_shows_a_choice_once_the_grid_i
   reports.append(stored("hw20k", "sigmoid", "lr0.003", 0.1))
   text = "\n".join(tuning.section(reports, rows, **kw))
   assert "| hw20k | sigmoid | 3 of 3 | lr0.001 (0.400) | 0 of 3 |" in text
+  reports.append(stored("hw20k", "sigmoid", "lr0.003", 0.5))  # A rerun: the last one counts.
+  assert "| hw20k | sigmoid | 3 of 3 | lr0.003 (0.500), lr at the edge | 0 of 3 |" in "\n".join(
+      tuning.section(reports, rows, **kw))
   assert "| hw1k | sigmoid |" not in text  # Nothing of hw1k is stored yet.

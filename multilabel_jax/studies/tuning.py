@@ -239,7 +239,8 @@ def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Seq
            "validation P@1, then seeds at the chosen setting, then the best objective at twice "
            "the budget. Its verdicts replace the tables below once its rows are complete; "
            "until then nothing here is compared. `--dry_run` lists what is left and its "
-           "expected time.", "",
+           "expected time. A learning rate chosen at the edge of its grid says that the grid "
+           "should be extended before the row's verdicts are read.", "",
            "| row | objective | tune runs | chosen (val P@1) | final seeds |",
            "|---|---|---|---|---|"]
   for row, st in rows.items():
@@ -255,7 +256,8 @@ def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Seq
       chosen = "-"
       if len(tuned) == len(settings):
         best = max(settings, key=lambda s: tuned[s.name])  # First in grid order on ties.
-        chosen = f"{best.name} ({tuned[best.name]:.3f})"
+        edge = best.lr in (min(s.lr for s in settings), max(s.lr for s in settings))
+        chosen = f"{best.name} ({tuned[best.name]:.3f}){', lr at the edge' if edge else ''}"
       lines.append(f"| {row} | {objective} | {len(tuned)} of {len(settings)}"
                    f"{' (from ' + source + ')' if st.choices_from else ''} | {chosen} | "
                    f"{finals} of {st.final.seeds} |")
