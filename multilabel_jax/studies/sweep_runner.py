@@ -89,6 +89,23 @@ def run_one(run: Run, out, *, preset: str, scratch=None) -> dict:
   return report
 
 
+def format_plan(runs, out) -> str:
+  """The dry run's table: each run's state and expected seconds, and the totals."""
+  lines, todo, waiting = [], 0.0, 0.0
+  for run in runs:
+    stored = run.path(out).exists()
+    state = "stored" if stored else (f"waits for {run.waits_for}" if run.waits_for
+                                      else "to run")
+    if not stored and run.waits_for:
+      waiting += run.estimate_s
+    elif not stored:
+      todo += run.estimate_s
+    lines.append(f"{run.group}/{run.name}: {state}, ~{run.estimate_s / 60:.1f} min")
+  lines.append(f"runnable now: ~{todo / 3600:.1f} h; waiting on those: ~{waiting / 3600:.1f} h "
+               f"(CPU hours on this machine's cost model)")
+  return "\n".join(lines)
+
+
 def run_sweep(runs: Sequence[Run], out, *, preset: str, only: str = "", scratch=None,
               dry_run: bool = False, shard: str = "0/1") -> List[str]:
   """Runs every run of ``runs`` (a preset's plan) whose result is missing; returns their names.
@@ -102,8 +119,7 @@ def run_sweep(runs: Sequence[Run], out, *, preset: str, only: str = "", scratch=
     raise ValueError(f"`shard` must be 'i/n' with 0 <= i < n, got {shard!r}.")
   runs = [r for r in runs if only in r.name or only == r.group][index::count]
   if dry_run and any(r.estimate_s for r in runs):
-    from multilabel_jax.studies import tuning  # pylint: disable=g-import-not-at-top
-    print(tuning.format_plan(runs, out))
+    print(format_plan(runs, out))
     return done
   for i, run in enumerate(runs):
     if run.path(out).exists():

@@ -19,7 +19,8 @@ Three stages per dataset row, each a group of stored runs (``<out>/<group>/<name
 A run whose inputs are not stored yet is planned as *waiting* (``Run.waits_for`` says for
 what) and becomes runnable once they are: the sweep re-plans after each pass. The expected
 CPU seconds of each run come from :func:`estimate_seconds` (a per-row cost model, replaced
-by the stored runs' own times as they come in), so ``--dry_run`` prints the whole bill.
+by the stored runs' own times as they come in), so ``--dry_run`` prints the whole bill
+(:func:`sweep_runner.format_plan`).
 """
 
 from __future__ import annotations
@@ -131,22 +132,6 @@ def estimate_seconds(out, group: str, row: str, steps: int,
   return a + b * steps
 
 
-def format_plan(runs, out) -> str:
-  """The dry run's table: each run's state and expected seconds, and the totals."""
-  lines, todo, waiting = [], 0.0, 0.0
-  for run in runs:
-    stored = run.path(out).exists()
-    state = "stored" if stored else (f"waits for {run.waits_for}" if run.waits_for
-                                      else "to run")
-    if not stored:
-      todo += run.estimate_s if not run.waits_for else 0.0
-      waiting += run.estimate_s if run.waits_for else 0.0
-    lines.append(f"{run.group}/{run.name}: {state}, ~{run.estimate_s / 60:.1f} min")
-  lines.append(f"runnable now: ~{todo / 3600:.1f} h; waiting on those: ~{waiting / 3600:.1f} h "
-               f"(CPU hours on this machine's cost model)")
-  return "\n".join(lines)
-
-
 @dataclasses.dataclass(frozen=True)
 class Stages:
   """A dataset row of the tuned protocol: its tuning and final scales (``sweep.Scale``),
@@ -244,11 +229,10 @@ def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Seq
            "| row | objective | tune runs | chosen (val P@1) | final seeds |",
            "|---|---|---|---|---|"]
   for row, st in rows.items():
-    lrs = st.learning_rates or learning_rates
     source = st.choices_from or row
     for objective in st.objectives or objectives:
-      settings = grid(objective, lrs if not st.choices_from else (
-          rows[source].learning_rates or learning_rates), hyperparameters)
+      settings = grid(objective, rows[source].learning_rates or learning_rates,
+                      hyperparameters)
       tuned = {r["sweep"]["setting"]: val_p1(r) for r in by.get((TUNE, source, objective), [])}
       finals = len(by.get((FINAL, row, objective), []))
       if not finals and (st.choices_from or not tuned):  # Shown under its source row.
