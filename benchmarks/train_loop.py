@@ -60,7 +60,8 @@ def load_config(spec: str, steps: int | None, batch_size: int | None = None):
 
 
 def _parts(config, use_fused=None):
-  """The loop's own pieces: pipeline, mesh, jitted train step and its state's shardings."""
+  """The loop's own pieces: pipeline, mesh, jitted train step, its state's init and abstract
+  state, and whether the head is fused."""
   import jax  # pylint: disable=import-outside-toplevel
   from multilabel_jax import builders, optim, train  # pylint: disable=import-outside-toplevel
   source = builders.build_source(config)
@@ -78,7 +79,7 @@ def _parts(config, use_fused=None):
       model, objective, tx, schedule, use_fused=use_fused,
       chunk_size=config.head.chunk_size, seed=config.seed), donate_argnums=0)
   init = jax.jit(lambda r: train.init_state(model, tx, example, r), out_shardings=shardings)
-  return train_data, mesh, step_fn, init, abstract
+  return train_data, mesh, step_fn, init, abstract, use_fused
 
 
 def memory(config) -> dict:
@@ -86,7 +87,7 @@ def memory(config) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   out = {}
   for head, fused in (("fused", True), ("dense", False)):
-    train_data, _, step_fn, _, abstract = _parts(config, use_fused=fused)
+    train_data, _, step_fn, _, abstract, _ = _parts(config, use_fused=fused)
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
              for k, v in train_data.train_batch(0, count=False).items()}
     mem = step_fn.lower(abstract, batch).compile().memory_analysis()
@@ -105,7 +106,7 @@ def bare(config, synced: bool = False) -> float:
   import numpy as np  # pylint: disable=import-outside-toplevel
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
 
-  train_data, mesh, step_fn, init, _ = _parts(config)
+  train_data, mesh, step_fn, init, _, _ = _parts(config)
   state = init(jax.random.key(config.seed))
   data_sharding = NamedSharding(mesh, P("data"))
   start = time.time()

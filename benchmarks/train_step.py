@@ -57,16 +57,13 @@ def bench(spec: str, batch_size: int, steps: int, repeats: int, num_batches: int
   import jax
   import numpy as np
   from jax.sharding import NamedSharding, PartitionSpec as P
-  from multilabel_jax import builders
   import train_loop  # pylint: disable=import-outside-toplevel
 
   config = train_loop.load_config(spec, None, batch_size)
   if chunk_size:
     config.head.chunk_size = chunk_size
-  train_data, mesh, step_fn, init, abstract = train_loop._parts(config)  # pylint: disable=protected-access
-  objective = builders.build_objective(config, builders.build_source(config),
-                                       train_data.label_stats)
-  fused = builders.use_fused_head(config, objective)
+  parts = train_loop._parts  # pylint: disable=protected-access
+  train_data, mesh, step_fn, init, abstract, fused = parts(config)
   sharding = NamedSharding(mesh, P("data"))
   batches = [{k: jax.device_put(np.asarray(v), sharding)
               for k, v in train_data.train_batch(i, count=False).items()}
