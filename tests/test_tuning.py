@@ -111,6 +111,13 @@ def test_debtags_tunes_the_mlps_rate_beside_the_wide_path(tmp_path):
   assert config.head.wide and config.total_steps == 470 and not config.eval.oracle
   hw = runs["hw20k_softmax_lr0.003_s0"].make_config()
   assert hw.optimizer.lr == 3e-3 and hw.data.options.num_classes == 20_000
+  for name, run in runs.items():  # Every tune config builds: options keep their own type.
+    if run.group == tuning.TUNE and name.startswith("hw20k_"):
+      config = run.make_config()
+      for option, value in dict(tuning.grid(run.meta["objective"], sweep.LEARNING_RATES,
+                                            sweep.OBJECTIVE_HYPERPARAMETERS)[0].options).items():
+        assert type(config.objective_options[option]) is type(value)
+  assert runs["hw20k_embedding_lr0.001_dim64_s0"].make_config().objective_options.dim == 64
 
 
 def test_the_results_section_counts_tune_runs_and_shows_a_choice_once_the_grid_is_complete():

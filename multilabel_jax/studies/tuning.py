@@ -29,7 +29,7 @@ import dataclasses
 import json
 import pathlib
 import statistics
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 TUNE, LENGTH, FINAL, CHECK = "tuned_tune", "tuned_length", "tuned_final", "tuned_check"
 CHECK_TOLERANCE = 0.03  # Relative change of validation P@1 at twice the budget.
@@ -39,7 +39,7 @@ CHECK_TOLERANCE = 0.03  # Relative change of validation P@1 at twice the budget.
 class Setting:
   """One point of an objective's grid: a learning rate and objective options."""
   lr: float
-  options: Tuple[Tuple[str, float], ...] = ()
+  options: Tuple[Tuple[str, Union[int, float]], ...] = ()
 
   @property
   def name(self) -> str:
@@ -51,7 +51,7 @@ def grid(objective: str, learning_rates: Sequence[float],
   """Every setting of ``objective``: each learning rate, times each value of its own
   hyperparameter (``hyperparameters[objective] = (option name, values)``) if it has one."""
   option = hyperparameters.get(objective)
-  values = [((option[0], float(v)),) for v in option[1]] if option else [()]
+  values = [((option[0], v),) for v in option[1]] if option else [()]  # Its own type.
   return [Setting(float(lr), v) for lr in learning_rates for v in values]
 
 
