@@ -10,8 +10,9 @@ distributions (Jansche 2007, "A maximum expected utility framework for binary se
 labeling", ACL): TP ~ PoissonBinomial(p_1..p_k) and FN ~ PoissonBinomial(p_{k+1}..p_r),
 independent, and ``E[F1] = sum_{a,b} P(TP=a) P(FN=b) 2a / (k + a + b)``.
 
-Runs on the host (numpy, float64) over evaluation outputs, e.g. the top-r sigmoid
-probabilities of each row, with the rest of the classes summarised by their total mass.
+Runs in numpy (float64, on the host: the evaluation) or jax.numpy (inside the compiled
+prediction and its export) over the top-r probabilities of each row, with the rest of the
+classes summarised by their total mass.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def _check_probs(probs) -> np.ndarray:
   return np.clip(probs, 0.0, 1.0)
 
 
-def _check_tail(tail_mass, batch_size: int) -> np.ndarray:
+def _check_tail(tail_mass, batch_size: int) -> Optional[np.ndarray]:
   if tail_mass is None:
-    return np.zeros(batch_size)
+    return None  # No tail: no Poisson columns to carry.
   tail_mass = np.asarray(tail_mass, np.float64)
   if tail_mass.shape != (batch_size,):
     raise ValueError(f"`tail_mass` must have shape [B]=({batch_size},), got {tail_mass.shape}.")
