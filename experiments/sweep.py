@@ -136,7 +136,7 @@ TUNED_PRESETS: Dict[str, Dict[str, Stages]] = {
         "hw20k": Stages(tune=Scale(steps=600, seeds=1, num_classes=20_000, **_HW),
                         final=Scale(steps=2400, seeds=3, num_classes=20_000, **_HW),
                         length_check="softmax"),
-        "debtags": Stages(tune=Scale(steps=470, seeds=1, num_evals=10),
+        "debtags": Stages(tune=Scale(steps=235, seeds=1, num_evals=10),  # 2.5 epochs.
                           final=Scale(steps=940, seeds=3, num_evals=10),
                           learning_rates=(3e-5, 1e-4, 3e-4),  # The MLP beside the wide path.
                           length_check="squared_hinge"),

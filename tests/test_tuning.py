@@ -44,8 +44,7 @@ def test_finals_wait_for_the_tune_runs_then_take_the_best_validation_setting(tmp
   assert [r.name for r in long] == [f"hw1k_softmax_lr{lr}_long_s0" for lr in ("0.0003", "0.001",
                                                                               "0.003")]
   assert all(not r.waits_for for r in long)
-  assert tuning.length_check(tmp_path, "hw1k", "softmax", tuning.grid(
-      "softmax", sweep.LEARNING_RATES, {})) is None
+  assert tuning.length_check(tmp_path, "hw1k", "softmax", sweep.LEARNING_RATES, {}) is None
 
   for lr, p1 in (("0.0003", 0.1), ("0.001", 0.3), ("0.003", 0.2)):
     _store(tmp_path, tuning.TUNE, f"hw1k_softmax_lr{lr}_s0", p1)
@@ -59,9 +58,8 @@ def test_finals_wait_for_the_tune_runs_then_take_the_best_validation_setting(tmp
   assert not runs["hw1k_softmax_lr0.001_s0"].make_config().eval.oracle  # Tune: no oracle.
   for lr, p1 in (("0.0003", 0.1), ("0.001", 0.2), ("0.003", 0.4)):  # Longer: a larger lr wins.
     _store(tmp_path, tuning.LENGTH, f"hw1k_softmax_lr{lr}_long_s0", p1)
-  assert tuning.length_check(tmp_path, "hw1k", "softmax", tuning.grid(
-      "softmax", sweep.LEARNING_RATES, {})) == {"short": "lr0.001", "long": "lr0.003",
-                                                "same": False}
+  assert tuning.length_check(tmp_path, "hw1k", "softmax", sweep.LEARNING_RATES, {}) == {
+      "short": "lr0.001", "long": "lr0.003", "same": False}
 
   for gamma in (2, 4):
     for lr, p1 in (("0.0003", 0.5), ("0.001", 0.6), ("0.003", 0.6)):
@@ -80,11 +78,45 @@ def test_finals_wait_for_the_tune_runs_then_take_the_best_validation_setting(tmp
   assert config.total_steps == 4 and config.objective_options.gamma_neg == 4.0
 
 
+def test_a_choice_at_the_edge_grows_the_grid_one_step_of_its_pattern_at_a_time(tmp_path):
+  scores = {}
+  kw = dict(objective="two_head", learning_rates=(3e-4, 1e-3, 3e-3),
+            hyperparameters={"two_head": ("weight", (0.5, 1.0))})
+  settings, best, missing = tuning.tuned_grid(lambda s: scores.get(s.name), **kw)
+  assert best is None and missing == settings and len(settings) == 6
+  scores.update({s.name: s.lr + s.options[0][1] / 100 for s in settings})  # Best: the top lr.
+  settings, best, missing = tuning.tuned_grid(lambda s: scores.get(s.name), **kw)
+  assert [s.name for s in missing] == ["lr0.01_weight0.5", "lr0.01_weight1"] and best is None
+  scores.update({"lr0.01_weight0.5": 0.0, "lr0.01_weight1": 0.0})  # Past the peak: it stops.
+  settings, best, missing = tuning.tuned_grid(lambda s: scores.get(s.name), **kw)
+  assert best.name == "lr0.003_weight1" and not missing and len(settings) == 8
+  bottom = {"lr0.0003": 0.5, "lr0.001": 0.4, "lr0.003": 0.3, "lr0.0001": 0.6, "lr3e-05": 0.7,
+            "lr1e-05": 0.8}  # Always better lower: two steps, then it is left at the edge.
+  settings, best, missing = tuning.tuned_grid(lambda s: bottom.get(s.name), "softmax",
+                                              (3e-4, 1e-3, 3e-3), {})
+  assert best.name == "lr3e-05" and not missing
+  assert [s.lr for s in settings] == [3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
+  two = {"lr0.001": 0.5, "lr0.01": 0.4, "lr0.0001": 0.3}  # A 2-value grid steps by its ratio.
+  settings, best, _ = tuning.tuned_grid(lambda s: two.get(s.name), "softmax", (1e-3, 1e-2), {})
+  assert best.lr == 1e-3 and [s.lr for s in settings] == [1e-4, 1e-3, 1e-2]
+
+  for lr, p1 in (("0.0003", 0.1), ("0.001", 0.2), ("0.003", 0.3)):  # The sweep plans it.
+    _store(tmp_path, tuning.TUNE, f"hw1k_softmax_lr{lr}_s0", p1)
+  runs = _by_name(sweep.plan("tuned_tiny", tmp_path))
+  assert not runs["hw1k_softmax_lr0.01_s0"].waits_for
+  assert runs["hw1k_softmax_lr0.01_s0"].make_config().optimizer.lr == 0.01
+  assert runs["hw1k_softmax_lr0.01_long_s0"].group == tuning.LENGTH
+  assert runs["hw1k_softmax_s0"].waits_for == "1 tune runs of hw1k"
+
+
 def test_estimates_use_the_stored_runs_once_there_are_any(tmp_path, capsys):
   model = {"hw1k": (30.0, 0.5), "ambiguity_low": (30.0, 0.5)}
   assert tuning.estimate_seconds(tmp_path, tuning.TUNE, "hw1k", 100, model) == 80.0
   _store(tmp_path, tuning.TUNE, "hw1k_softmax_lr0.001_s0", 0.3, steps=10, wall=50.0)
   assert tuning.estimate_seconds(tmp_path, tuning.TUNE, "hw1k", 100, model) == 500.0
+  _store(tmp_path, tuning.TUNE, "hw1k_asl_lr0.001_s0", 0.3, steps=10, wall=20.0)
+  assert tuning.estimate_seconds(tmp_path, tuning.TUNE, "hw1k", 100, model, "asl") == 200.0
+  assert tuning.estimate_seconds(tmp_path, tuning.TUNE, "hw1k", 100, model, "zlpr") == 350.0
   assert sweep.run_sweep(tmp_path, preset="tuned_tiny", dry_run=True) == []
   printed = capsys.readouterr().out
   assert "tuned_tune/hw1k_softmax_lr0.001_s0: stored" in printed
@@ -108,7 +140,7 @@ def test_debtags_tunes_the_mlps_rate_beside_the_wide_path(tmp_path):
                    "debtags_sigmoid_lr0.0003_s0"]
   config = runs["debtags_sigmoid_lr3e-05_s0"].make_config()
   assert config.optimizer.lr == config.optimizer.deep_lr_with_wide == 3e-5
-  assert config.head.wide and config.total_steps == 470 and not config.eval.oracle
+  assert config.head.wide and config.total_steps == 235 and not config.eval.oracle
   hw = runs["hw20k_softmax_lr0.003_s0"].make_config()
   assert hw.optimizer.lr == 3e-3 and hw.data.options.num_classes == 20_000
   for name, run in runs.items():  # Every tune config builds: options keep their own type.
@@ -137,6 +169,14 @@ def test_the_results_section_counts_tune_runs_and_shows_a_choice_once_the_grid_i
   text = "\n".join(tuning.section(reports, rows, **kw))
   assert "| hw20k | sigmoid | 3 of 3 | lr0.001 (0.400) | 0 of 3 |" in text
   reports.append(stored("hw20k", "sigmoid", "lr0.003", 0.5))  # A rerun: the last one counts.
-  assert "| hw20k | sigmoid | 3 of 3 | lr0.003 (0.500), lr at the edge | 0 of 3 |" in "\n".join(
+  text = "\n".join(tuning.section(reports, rows, **kw))  # The edge grows the grid to 1e-2.
+  assert "| hw20k | sigmoid | 3 of 4 | - | 0 of 3 |" in text
+  reports.append(stored("hw20k", "sigmoid", "lr0.01", 0.45))
+  assert "| hw20k | sigmoid | 4 of 4 | lr0.003 (0.500) | 0 of 3 |" in "\n".join(
+      tuning.section(reports, rows, **kw))
+  for lr, p1 in (("0.01", 0.6), ("0.03", 0.7)):  # At the edge after both steps: marked.
+    reports.append(stored("hw20k", "sigmoid", f"lr{lr}", p1))
+  reports.append(stored("hw20k", "sigmoid", "lr0.1", 0.8))  # Past the last step: not shown.
+  assert "| hw20k | sigmoid | 5 of 5 | lr0.03 (0.700), lr at the edge | 0 of 3 |" in "\n".join(
       tuning.section(reports, rows, **kw))
   assert "| hw1k | sigmoid |" not in text  # Nothing of hw1k is stored yet.

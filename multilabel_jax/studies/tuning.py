@@ -67,28 +67,67 @@ def tune_name(row: str, objective: str, setting: Setting, group: str = TUNE) -> 
   return f"{row}_{objective}_{setting.name}{'_long' if group == LENGTH else ''}_s0"
 
 
-def choose(out, row: str, objective: str, settings: Sequence[Setting], group: str = TUNE
-           ) -> Tuple[Optional[Setting], List[str]]:
-  """``(best setting, [])`` once every tune run of ``row``/``objective`` is stored (ties:
-  the first in grid order), else ``(None, names of the missing runs)``."""
-  scored, missing = [], []
-  for s in settings:
-    name = tune_name(row, objective, s, group)
-    report = _load(pathlib.Path(out) / group / f"{name}.json")
-    if report is None:
-      missing.append(name)
-    else:
-      scored.append((val_p1(report), -len(scored), s))
-  if missing:
-    return None, missing
-  return max(scored, key=lambda t: t[:2])[2], []
+MAX_EXTENSIONS = 2  # Steps a learning-rate grid may grow past an edge that validation picks.
 
 
-def length_check(out, row: str, objective: str, settings: Sequence[Setting]) -> Optional[dict]:
+def _one_step_past(lrs: List[float], up: bool) -> float:
+  """The next learning rate of the grid's own pattern past its top (``up``) or bottom edge:
+  (3e-4, 1e-3, 3e-3) continues with 1e-2 and 1e-4."""
+  if len(lrs) >= 3:
+    value = lrs[-2] * lrs[-1] / lrs[-3] if up else lrs[1] * lrs[0] / lrs[2]
+  else:
+    value = lrs[-1] ** 2 / lrs[0] if up else lrs[0] ** 2 / lrs[-1]
+  return float(f"{value:.3g}")
+
+
+def tuned_grid(score: Callable[[Setting], Optional[float]], objective: str,
+               learning_rates: Sequence[float], hyperparameters,
+               max_extensions: int = MAX_EXTENSIONS
+               ) -> Tuple[List[Setting], Optional[Setting], List[Setting]]:
+  """``(settings, best, missing)``: the objective's :func:`grid`, grown by one step of its
+  pattern past whichever edge holds the best validation P@1 (``score(setting)``, None while
+  not stored), at most ``max_extensions`` times: a choice at the edge of the grid says the
+  optimum may lie beyond it. ``best`` (ties: the first in grid order) is None while any
+  setting of the grid is ``missing``."""
+  lrs = sorted(float(lr) for lr in learning_rates)
+  for extension in range(max_extensions + 1):
+    settings = grid(objective, lrs, hyperparameters)
+    scores = [score(s) for s in settings]
+    missing = [s for s, v in zip(settings, scores) if v is None]
+    if missing:
+      return settings, None, missing
+    best = max(zip(scores, range(0, -len(settings), -1), settings), key=lambda t: t[:2])[2]
+    up, down = best.lr == lrs[-1], best.lr == lrs[0]
+    if len(lrs) < 2 or extension == max_extensions or not (up or down):
+      return settings, best, []
+    lrs = lrs + [_one_step_past(lrs, True)] if up else [_one_step_past(lrs, False)] + lrs
+  raise AssertionError("unreachable")
+
+
+def _stored_score(out, row: str, objective: str, group: str):
+  def score(setting):
+    report = _load(pathlib.Path(out) / group / f"{tune_name(row, objective, setting, group)}.json")
+    return None if report is None else val_p1(report)
+  return score
+
+
+def choose(out, row: str, objective: str, learning_rates, hyperparameters, group: str = TUNE
+           ) -> Tuple[List[Setting], Optional[Setting], List[str]]:
+  """``(settings, best, missing run names)`` of ``row``/``objective`` from its stored tune runs
+  (:func:`tuned_grid`)."""
+  settings, best, missing = tuned_grid(_stored_score(out, row, objective, group), objective,
+                                       learning_rates, hyperparameters)
+  return settings, best, [tune_name(row, objective, s, group) for s in missing]
+
+
+def length_check(out, row: str, objective: str, learning_rates, hyperparameters
+                 ) -> Optional[dict]:
   """``{"short", "long", "same"}``: the settings chosen at the tuning and at the final
-  length, once both grids are stored; else None."""
-  short, long = choose(out, row, objective, settings)[0], choose(out, row, objective,
-                                                                 settings, LENGTH)[0]
+  length (over the tuning grid, extensions included), once both are stored; else None."""
+  settings, short, _ = choose(out, row, objective, learning_rates, hyperparameters)
+  score = _stored_score(out, row, objective, LENGTH)
+  long = tuned_grid(score, objective, sorted({s.lr for s in settings}), hyperparameters,
+                    max_extensions=0)[1]
   if short is None or long is None:
     return None
   return {"short": short.name, "long": long.name, "same": short == long}
@@ -116,18 +155,19 @@ def best_objective(out, row: str, objectives: Sequence[str], seeds: int
 
 
 def estimate_seconds(out, group: str, row: str, steps: int,
-                     cost_model: Dict[str, Tuple[float, float]]) -> float:
+                     cost_model: Dict[str, Tuple[float, float]], objective: str = "") -> float:
   """Expected wall seconds of one run: the median seconds per step of the stored runs of the
-  same row and group (their own steps) once there are any, else ``a + b * steps`` from
-  ``cost_model[row] = (a, b)`` (fixed seconds, seconds per step)."""
-  per_step = []
-  for path in (pathlib.Path(out) / group).glob(f"{row}_*.json"):
-    report = _load(path)
-    sweep, train = report.get("sweep", {}), report.get("train", {})
-    if sweep.get("wall_seconds") and train.get("steps"):
-      per_step.append(sweep["wall_seconds"] / train["steps"])
-  if per_step:
-    return statistics.median(per_step) * steps
+  same group, row and objective (else of the group and row) once there are any, else
+  ``a + b * steps`` from ``cost_model[row] = (a, b)`` (fixed seconds, seconds per step)."""
+  for prefix in ([f"{row}_{objective}_"] if objective else []) + [f"{row}_"]:
+    per_step = []
+    for path in (pathlib.Path(out) / group).glob(f"{prefix}*.json"):
+      report = _load(path)
+      sweep, train = report.get("sweep", {}), report.get("train", {})
+      if sweep.get("wall_seconds") and train.get("steps"):
+        per_step.append(sweep["wall_seconds"] / train["steps"])
+    if per_step:
+      return statistics.median(per_step) * steps
   a, b = cost_model[row]
   return a + b * steps
 
@@ -155,50 +195,50 @@ def plan(rows: Dict[str, Stages], out, *, objectives: Sequence[str], learning_ra
   def lrs(row):
     return rows[row].learning_rates or learning_rates
 
-  def add(group, name, make, meta, steps, row, waits_for=""):
+  def add(group, name, make, meta, steps, row, objective, waits_for=""):
     runs.append(run_type(group, name, make, dict(meta, row=row), waits_for=waits_for,
-                         estimate_s=estimate_seconds(out, group, row, steps, cost_model)))
+                         estimate_s=estimate_seconds(out, group, row, steps, cost_model,
+                                                     objective)))
 
-  for row, st in rows.items():  # Stage 1: every tune run can start at once.
+  for row, st in rows.items():  # Stage 1: the tune grids (grown past an edge choice).
     if st.tune is None:
       continue
     for objective in st.objectives or objectives:
-      for s in grid(objective, lrs(row), hyperparameters):
+      for s in choose(out, row, objective, lrs(row), hyperparameters)[0]:
         add(TUNE, tune_name(row, objective, s),
             _maker(make_config, row, objective, 0, st.tune, s, TUNE),
             {"dataset": row, "objective": objective, "setting": s.name, "seed": 0},
-            st.tune.steps, row)
+            st.tune.steps, row, objective)
     if st.length_check:
       once = dataclasses.replace(st.final, seeds=1)
-      for s in grid(st.length_check, lrs(row), hyperparameters):
+      for s in choose(out, row, st.length_check, lrs(row), hyperparameters)[0]:
         add(LENGTH, tune_name(row, st.length_check, s, LENGTH),
             _maker(make_config, row, st.length_check, 0, once, s, LENGTH),
             {"dataset": row, "objective": st.length_check, "setting": s.name, "seed": 0},
-            once.steps, row)
+            once.steps, row, st.length_check)
   for row, st in rows.items():  # Stage 2: the chosen settings, every seed.
     source = st.choices_from or row
     for objective in st.objectives or objectives:
-      settings = grid(objective, lrs(source), hyperparameters)
-      chosen, missing = choose(out, source, objective, settings)
+      settings, chosen, missing = choose(out, source, objective, lrs(source), hyperparameters)
       for seed in range(st.final.seeds):
         add(FINAL, f"{row}_{objective}_s{seed}",
             _maker(make_config, row, objective, seed, st.final, chosen or settings[0], FINAL),
             {"dataset": row, "objective": objective, "seed": seed,
              "setting": chosen.name if chosen else None, "chosen_on": source},
-            st.final.steps, row, waits_for=f"{len(missing)} tune runs of {source}" if missing
-            else "")
+            st.final.steps, row, objective,
+            waits_for=f"{len(missing)} tune runs of {source}" if missing else "")
   for row, st in rows.items():  # Stage 3: the near-convergence check of the best.
     objs = st.objectives or objectives
     best, missing = best_objective(out, row, objs, st.final.seeds)
     source = st.choices_from or row
-    chosen = choose(out, source, best, grid(best, lrs(source), hyperparameters))[0] \
-        if best else None
+    settings, chosen, _ = choose(out, source, best or objs[0], lrs(source), hyperparameters)
     double = dataclasses.replace(st.final, steps=2 * st.final.steps, seeds=1)
     add(CHECK, f"{row}_best_2x_s0",
-        _maker(make_config, row, best or objs[0], 0, double,
-               chosen or grid(objs[0], lrs(source), hyperparameters)[0], CHECK),
-        {"dataset": row, "objective": best, "seed": 0, "setting": chosen.name if chosen else None},
-        double.steps, row, waits_for=f"{len(missing)} final runs of {row}" if missing else "")
+        _maker(make_config, row, best or objs[0], 0, double, chosen or settings[0], CHECK),
+        {"dataset": row, "objective": best, "seed": 0,
+         "setting": chosen.name if best and chosen else None},
+        double.steps, row, best or "", waits_for=f"{len(missing)} final runs of {row}"
+        if missing else "")
   return runs
 
 
@@ -224,25 +264,28 @@ def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Seq
            "validation P@1, then seeds at the chosen setting, then the best objective at twice "
            "the budget. Its verdicts replace the tables below once its rows are complete; "
            "until then nothing here is compared. `--dry_run` lists what is left and its "
-           "expected time. A learning rate chosen at the edge of its grid says that the grid "
-           "should be extended before the row's verdicts are read.", "",
+           "expected time. A learning rate chosen at the edge of its grid grows the grid by one "
+           f"step past that edge (at most {MAX_EXTENSIONS} steps); a choice still at the edge "
+           "after that is marked.", "",
            "| row | objective | tune runs | chosen (val P@1) | final seeds |",
            "|---|---|---|---|---|"]
   for row, st in rows.items():
     source = st.choices_from or row
     for objective in st.objectives or objectives:
-      settings = grid(objective, rows[source].learning_rates or learning_rates,
-                      hyperparameters)
       tuned = {r["sweep"]["setting"]: val_p1(r) for r in by.get((TUNE, source, objective), [])}
+      settings, best, _ = tuned_grid(lambda setting: tuned.get(setting.name), objective,
+                                     rows[source].learning_rates or learning_rates,
+                                     hyperparameters)
       finals = len(by.get((FINAL, row, objective), []))
       if not finals and (st.choices_from or not tuned):  # Shown under its source row.
         continue
       chosen = "-"
-      if len(tuned) == len(settings):
-        best = max(settings, key=lambda s: tuned[s.name])  # First in grid order on ties.
-        edge = best.lr in (min(s.lr for s in settings), max(s.lr for s in settings))
+      if best is not None:
+        lrs = sorted({s.lr for s in settings})
+        edge = best.lr in (lrs[0], lrs[-1])  # Still at the edge after the extensions.
         chosen = f"{best.name} ({tuned[best.name]:.3f}){', lr at the edge' if edge else ''}"
-      lines.append(f"| {row} | {objective} | {len(tuned)} of {len(settings)}"
+      in_grid = {s.name for s in settings} & set(tuned)
+      lines.append(f"| {row} | {objective} | {len(in_grid)} of {len(settings)}"
                    f"{' (from ' + source + ')' if st.choices_from else ''} | {chosen} | "
                    f"{finals} of {st.final.seeds} |")
   return lines + [""]
