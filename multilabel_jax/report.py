@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import pathlib
 
+import jax
 import numpy as np
+from absl import logging
 
 from multilabel_jax import calibration as calibration_lib
 from multilabel_jax import evaluate, scoring
@@ -89,7 +91,71 @@ def final_evaluation(config, source, eval_data, objective, scorer, label_stats) 
   if oracle is not None:
     report["oracle"] = run(oracle, evaluate.PROBABILITIES, None)[2]
     report["against_oracle"] = against_oracle(test, report["oracle"])
+    if jax.process_count() == 1:  # The marginals are of this process's rows.
+      rel = reliability(scorer, source.oracle_marginals_from_inputs, test_batches,
+                        objective.reads_as)
+      if rel is not None:
+        report["reliability"] = rel
+    else:
+      logging.info("reliability against the oracle: single-process runs only; not computed.")
   return report
+
+
+RELIABILITY_EDGES = np.logspace(-4, 0, 9)  # Half-decade bins of the score, 1e-4 to 1.
+
+
+def reliability(scorer, marginals_fn, batches, reads_as: str,
+                edges: np.ndarray = RELIABILITY_EDGES):
+  """The model's scores against the exact marginals, on each row's top-r classes.
+
+  Each (row, class) pair among a row's top-r by score falls in a bin of its score (the
+  half-decades of ``edges``; below the first edge in the first bin, expected counts above 1
+  in the last) and adds its score and its oracle target: the marginal ``P(y_c = 1 | x)``,
+  or for a distribution (``reads_as == "distribution"``) the class's share of the row's
+  marginals, ``m_c / sum_c' m_c'``. A calibrated model's mean score equals the mean target
+  in every bin (the diagonal of a reliability diagram).
+
+  Args:
+    scorer: the model's :class:`scoring.Scorer`.
+    marginals_fn: ``batch -> [B, C]`` exact marginals (the simulator's oracle).
+    batches: ``() -> iterator`` of batches (the test split).
+    reads_as: the objective's ``reads_as``; ``""`` (margins, cosines): returns None.
+    edges: bin edges, increasing.
+
+  Returns:
+    ``{"reads_as", "edges", "count", "score", "oracle", "ece", "mean_abs_error"}``: per bin
+    the number of pairs, their mean score and mean target (None where empty); ``ece`` the
+    pair-weighted mean of ``|mean score - mean target|`` over bins and ``mean_abs_error``
+    the mean of ``|score - target|`` over pairs.
+  """
+  if not reads_as:
+    return None
+  nb = len(edges) - 1
+  count, score_sum, target_sum, abs_err = np.zeros(nb), np.zeros(nb), np.zeros(nb), 0.0
+  for batch in batches():
+    one = scorer.pass_one(batch, np.asarray([0.5], np.float32))
+    _, mask = scorer.rows(batch)
+    m = np.asarray(marginals_fn(batch), np.float64)
+    ids, values = np.asarray(one.ids), np.asarray(one.values, np.float64)
+    target = np.take_along_axis(m, np.maximum(ids, 0), axis=1)
+    if reads_as == "distribution":
+      target = target / np.maximum(m.sum(1, keepdims=True), 1e-300)
+    keep = np.asarray(mask, bool)[:, None] & (ids >= 0) & np.isfinite(values)
+    values, target = values[keep], target[keep]
+    bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, nb - 1)
+    count += np.bincount(bins, minlength=nb)
+    score_sum += np.bincount(bins, values, minlength=nb)
+    target_sum += np.bincount(bins, target, minlength=nb)
+    abs_err += float(np.abs(values - target).sum())
+  n = max(count.sum(), 1.0)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    mean_score, mean_target = score_sum / count, target_sum / count
+  gap = np.where(count > 0, np.abs(mean_score - mean_target), 0.0)
+  as_list = lambda a: [None if c == 0 else float(v) for v, c in zip(a, count)]
+  return {"reads_as": reads_as, "edges": [float(e) for e in edges],
+          "count": [int(c) for c in count], "score": as_list(mean_score),
+          "oracle": as_list(mean_target), "ece": float((count * gap).sum() / n),
+          "mean_abs_error": abs_err / n}
 
 
 def against_oracle(test: dict, oracle: dict) -> dict:
@@ -175,6 +241,11 @@ def write_report(workdir, report) -> None:
     md += [f"| {name} | {value:+.4f} |"
            for name, value in sorted(vs["regret_f1_samples"].items(), key=lambda kv: kv[1])]
     md.append("")
+  if "reliability" in report:
+    rel = report["reliability"]
+    md += [f"Reliability against the oracle (scores read as {rel['reads_as']}, each row's top "
+           f"classes): calibration error {rel['ece']:.4f} (bins), mean |score - oracle| "
+           f"{rel['mean_abs_error']:.4f}.", ""]
   cal = report["calibration"]["average_k"]
   md += [f"Average-K threshold {cal['threshold']} for K = {cal['k']:.3f} (validation); "
          f"evaluation path: {report['evaluation_path']}; mAP: {report['test']['map_method']}.",

@@ -224,6 +224,60 @@ def test_report_map_equals_sklearn_on_the_oracle(tmp_path):
     assert vs["regret_f1_samples"][name] == pytest.approx(
         vs["bayes_f1_samples"] - m["f1_samples"])
   assert "Samples-F1 regret of each decoder" in (tmp_path / "report.md").read_text()
+  rel = report["reliability"]  # Softmax's scores are shares of the row's labels.
+  assert rel["reads_as"] == "distribution" and sum(rel["count"]) == n * int(r)
+  assert "Reliability against the oracle" in (tmp_path / "report.md").read_text()
+
+
+def _reliability_by_brute_force(scores, marg, r, edges, distribution):
+  order = np.argsort(-scores, axis=1, kind="stable")[:, :r]
+  s = np.take_along_axis(scores, order, 1).ravel()
+  t = np.take_along_axis(marg, order, 1)
+  if distribution:
+    t = t / marg.sum(1, keepdims=True)
+  t = t.ravel()
+  nb = len(edges) - 1
+  b = np.array([min(max(int(np.sum(edges <= v)) - 1, 0), nb - 1) for v in s])
+  count = np.array([np.sum(b == i) for i in range(nb)])
+  gaps = [abs(s[b == i].mean() - t[b == i].mean()) if count[i] else 0.0 for i in range(nb)]
+  return count, np.dot(count, gaps) / count.sum(), np.abs(s - t).mean()
+
+
+@pytest.mark.parametrize("reads_as", ["marginal", "distribution", "expected_count"])
+def test_reliability_against_the_oracle_equals_brute_force(reads_as):
+  from multilabel_jax import report  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  marg = rng.beta(0.3, 3.0, size=(37, 50))
+  if reads_as == "distribution":
+    scores = rng.dirichlet(np.ones(50) * 0.3, size=37)
+  else:
+    scores = np.clip(marg + rng.normal(0, 0.1, marg.shape), 1e-6, 1.3 if reads_as ==
+                     "expected_count" else 1.0)
+  ids = np.full((37, 4), -1, np.int32)
+  batches = lambda: iter([{"label_ids": ids[:20], "mask": np.ones(20, bool), "i": slice(0, 20)},
+                          {"label_ids": ids[20:], "mask": np.arange(17) < 15,
+                           "i": slice(20, 37)}])
+  scorer = scoring.array_scorer(lambda b: scores[b["i"]].astype(np.float32), r=7)
+  rel = report.reliability(scorer, lambda b: marg[b["i"]], batches, reads_as)
+  keep = np.r_[np.arange(20), 20 + np.arange(15)]  # The masked rows are left out.
+  count, ece, mae = _reliability_by_brute_force(scores[keep].astype(np.float32).astype(
+      np.float64), marg[keep], 7, report.RELIABILITY_EDGES, reads_as == "distribution")
+  assert rel["count"] == count.tolist()
+  assert rel["ece"] == pytest.approx(ece, rel=1e-5)
+  assert rel["mean_abs_error"] == pytest.approx(mae, rel=1e-5)
+  assert rel["oracle"][int(np.argmax(count))] is not None
+  assert report.reliability(scorer, lambda b: marg[b["i"]], batches, "") is None
+
+
+def test_exact_marginals_are_calibrated_against_themselves():
+  from multilabel_jax import report  # pylint: disable=g-import-not-at-top
+  marg = np.random.default_rng(1).beta(0.3, 3.0, size=(16, 40))
+  batches = lambda: iter([{"label_ids": np.full((16, 2), -1, np.int32),
+                           "mask": np.ones(16, bool)}])
+  for reads_as, scores in (("marginal", marg), ("distribution", marg / marg.sum(1, keepdims=True))):
+    rel = report.reliability(scoring.array_scorer(lambda b, s=scores: s.astype(np.float32), 5),
+                             lambda b: marg, batches, reads_as)
+    assert rel["ece"] < 1e-6 and rel["mean_abs_error"] < 1e-6
 
 
 def test_the_oracle_is_evaluated_only_where_its_dense_marginals_exist():

@@ -72,6 +72,12 @@ class Objective:
     marginals: whether its scores are meant as per-class probabilities ``P(y_c = 1 | x)``
       (a per-class probabilistic loss on sigmoids), so that the ``expected_f1`` decoder
       (:mod:`losses.expected_f1`) applies; False for margins, distributions and cosines.
+    reads_as: what a score estimates, for the reliability against the oracle marginals
+      (:func:`multilabel_jax.report.reliability`): ``"marginal"`` ``P(y_c = 1 | x)``,
+      ``"expected_count"`` ``E[y_c | x]`` from a count times a distribution (a marginal
+      again, but not capped at 1), ``"distribution"`` a share of the row's labels
+      (``P(y_c | x) / sum_c' P(y_c' | x)``, softmax with 1/k targets), or ``""`` (margins,
+      cosines: no probability reading).
     summary: what it built from the training data, for the run report.
     rebuild_options: what it built from the training data that its scores or decoders need
       (the embedding table, the two-head's k), as options: ``get_objective(name, C,
@@ -93,6 +99,7 @@ class Objective:
   average_k: Optional[float] = None
   top_k_prefix: str = "top"
   marginals: bool = False
+  reads_as: str = ""
   summary: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   rebuild_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -175,7 +182,7 @@ def _sigmoid_family(name, loss, num_classes, bias_init, mean_labels, data, optio
       loss_fn=lambda o, y, w: loss(o["logits"], y, where=w, **options),
       scores_fn=lambda o: jax.nn.sigmoid(o["logits"].astype(jnp.float32)),
       decoder="threshold", decoder_params={"t": 0.5}, options=options, fused=fused,
-      marginals=marginals)
+      marginals=marginals, reads_as="marginal" if marginals else "")
 
 
 def _prior_bias(num_classes, mean_labels):
@@ -232,7 +239,7 @@ def softmax_objective(num_classes, *, k=1, bias_init=None):
       loss_fn=lambda o, y, w: softmax.softmax_xent(o["logits"], y, where=w),
       scores_fn=lambda o: softmax.softmax_scores(o["logits"]),
       decoder="top_k", decoder_params={"k": k}, empty_rows_masked=True, options={"k": k},
-      fused=fused_heads.softmax_head())
+      fused=fused_heads.softmax_head(), reads_as="distribution")
 
 
 def two_head_objective(num_classes, *, k=None, weight=1.0, bias_init=None, data=None):
@@ -253,7 +260,7 @@ def two_head_objective(num_classes, *, k=None, weight=1.0, bias_init=None, data=
       scores_fn=lambda o: jax.nn.sigmoid(o["multilabel_logits"].astype(jnp.float32)),
       decoder="average_k", decoder_params={"k": k}, options={"k": k, "weight": weight},
       fused=fused_heads.two_head_head(k, weight), average_k=k, rebuild_options={"k": k},
-      marginals=True)
+      marginals=True, reads_as="marginal")
 
 
 def _count_head(num_classes, mean_labels, bias_init):
@@ -281,7 +288,7 @@ def count_distribution_objective(num_classes, *, count_weight=1.0, mean_labels=N
       loss_fn=lambda o, y, w: count.count_distribution(
           o["logits"], o["log_count"], y, count_weight=count_weight, where=w),
       scores_fn=_count_scores, decoder="by_count", decoder_params={}, counts_fn=_expected_count,
-      options={"count_weight": count_weight},
+      options={"count_weight": count_weight}, reads_as="expected_count",
       fused=fused_heads.count_distribution_head(count_weight))
 
 
@@ -294,7 +301,7 @@ def abs_kl_objective(num_classes, *, eps=1e-6, mean_labels=None, bias_init=None,
       name="abs_kl", head_outputs=_count_head(num_classes, mean_labels, bias_init),
       loss_fn=lambda o, y, w: count.abs_kl(_count_scores(o), y, eps=eps, where=w),
       scores_fn=_count_scores, decoder="by_count", decoder_params={}, counts_fn=_expected_count,
-      options={"eps": eps})
+      options={"eps": eps}, reads_as="expected_count")
 
 
 def embedding_objective(num_classes, *, embeddings=None, dim=64, smoothing=1.0, k=1,
