@@ -22,6 +22,7 @@ from multilabel_jax.studies import plots as plots_lib
 from multilabel_jax.studies import shipped
 from multilabel_jax.studies import stats as rs
 from multilabel_jax.studies import sweep_runner
+from multilabel_jax.studies import tuned_results
 from multilabel_jax.studies import tuning
 
 ROWS = ("debtags", "hw1k", "hw20k", "hw100k")
@@ -47,6 +48,7 @@ class Report:
     self.tune = rs.by_key(reports, "tune", ("dataset", "variant"))
     self.baseline = next((r for r in reports if r.get("sweep", {}).get("group") == "baseline"),
                          None)
+    self.tuned = tuned_results.Tuned(reports, sweep.TUNED_PRESETS["tuned"], sweep.OBJECTIVES)
 
   def runs(self, row, objective) -> Dict[int, dict]:
     return self.main.get((row, objective), {})
@@ -187,6 +189,7 @@ class Report:
             + tuning.section(self.reports, sweep.TUNED_PRESETS["tuned"],
                              objectives=sweep.OBJECTIVES, learning_rates=sweep.LEARNING_RATES,
                              hyperparameters=sweep.OBJECTIVE_HYPERPARAMETERS)
+            + tuned_results.section(self.tuned)
             + self.claims() + self.dataset_tables())
     figs = ["## Plots", ""] + [f"![{k}]({v})" + "\n" for k, v in plots.items()]
     return "\n".join(head + body + figs) + "\n"
@@ -268,7 +271,7 @@ def write(results_dir, docs_dir, readme=None) -> str:
   docs = pathlib.Path(docs_dir)
   docs.mkdir(parents=True, exist_ok=True)
   rep = Report(reports)
-  plots = plots_lib.draw_all(rep, docs)
+  plots = plots_lib.draw_all(rep, docs, rep.tuned)
   text = rep.markdown({k: pathlib.Path(v).name for k, v in plots.items()})
   (docs / "RESULTS.md").write_text(text)
   if readme:

@@ -1,0 +1,185 @@
+r"""RESULTS.md's tables of the tuned protocol and its sixth claim, from the stored runs.
+
+Reads the groups of :mod:`multilabel_jax.studies.tuning`: ``tuned_final`` (the chosen
+setting of every objective, one run per seed), ``tuned_check`` (the row's best objective
+at twice the budget) and ``tuned_length`` (one grid again at the final length). Per row:
+
+* a table of every objective at its chosen setting (validation and test P@1, P@5, mAP, the
+  micro-F1 of the decoder prediction uses, and on hashtag_world its fraction of the oracle's
+  P@1), with the oracle (the simulator's Bayes-optimal marginals, same test rows) as a row
+  of its own and, on debtags, the peers stored by :mod:`multilabel_jax.studies.peers`;
+* the budget's verdict: the best objective at twice the budget moves validation P@1 by less
+  than ``tuning.CHECK_TOLERANCE`` (relative): the budget stands; otherwise the row is
+  *budget-limited*;
+* the sixth claim: for each objective, the decoder whose sets come closest to the
+  Bayes-optimal sets (smallest samples-F1 regret against the oracle's expected-F1 sets;
+  :func:`multilabel_jax.report.against_oracle`), against the runner-up, paired by seed.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Dict, List, Optional, Sequence
+
+from multilabel_jax.studies import stats as rs
+from multilabel_jax.studies import tuning
+
+CLAIM_6 = ("For each objective, one decoder's label sets come closest to the Bayes-optimal "
+           "sets (highest expected samples-F1 under the oracle marginals).")
+
+
+class Tuned:
+  """The stored runs of the tuned protocol, by row and objective."""
+
+  def __init__(self, reports: Sequence[dict], rows: Dict[str, tuning.Stages],
+               objectives: Sequence[str]):
+    self.rows_spec, self.objectives = rows, objectives
+    self.finals = rs.by_key(reports, tuning.FINAL, ("row", "objective"))
+    self.checks = {k[0]: v.get(0) for k, v in rs.by_key(reports, tuning.CHECK, ("row",)).items()}
+    self.length = rs.by_key(reports, tuning.LENGTH, ("row", "setting"))
+    self.peers = [r for r in reports if "peer" in r]
+
+  def runs(self, row: str, objective: str) -> Dict[int, dict]:
+    return self.finals.get((row, objective), {})
+
+  def objectives_of(self, row: str) -> List[str]:
+    return [o for o in (self.rows_spec[row].objectives or self.objectives) if self.runs(row, o)]
+
+  def rows(self) -> List[str]:
+    return [row for row in self.rows_spec if self.objectives_of(row)]
+
+  def oracle(self, row: str) -> Optional[dict]:
+    """The oracle's test report (the same on every final run of a row: one world, one split)."""
+    for objective in self.objectives_of(row):
+      for report in self.runs(row, objective).values():
+        if "oracle" in report:
+          return report["oracle"]
+    return None
+
+  def best(self, row: str) -> Optional[str]:
+    """The objective of highest mean validation P@1 over its final seeds."""
+    objs = self.objectives_of(row)
+    return max(objs, key=lambda o: statistics.mean(
+        tuning.val_p1(r) for r in self.runs(row, o).values())) if objs else None
+
+
+def _prediction_f1(report) -> float:
+  return rs.decoder(report, report.get("predict", {}).get("decoder", ""), "f1_micro")
+
+
+def row_table(t: Tuned, row: str) -> List[str]:
+  """Every objective of ``row`` at its chosen setting, with the oracle and the peers."""
+  oracle = t.oracle(row)
+  header = ["objective", "setting", "val P@1", "test P@1", "P@5", "mAP",
+            "micro-F1 (prediction decoder)"] + (["of oracle P@1"] if oracle else []) + ["seeds"]
+  body = []
+  for objective in t.objectives_of(row):
+    runs = t.runs(row, objective)
+    first = runs[min(runs)]
+    cells = [objective, first["sweep"].get("setting") or "-",
+             rs.stat(runs, tuning.val_p1).fmt(),
+             rs.stat(runs, lambda r: rs.ranking(r, "precision_at_1")).fmt(),
+             rs.stat(runs, lambda r: rs.ranking(r, "precision_at_5")).fmt(),
+             rs.stat(runs, lambda r: rs.ranking(r, "map")).fmt(),
+             rs.stat(runs, _prediction_f1).fmt()]
+    if oracle:
+      cells.append(rs.stat(runs, lambda r: r.get("against_oracle", {}).get(
+          "fraction_of_oracle_p1", float("nan"))).fmt(2))
+    body.append(cells + [str(len(runs))])
+  if oracle:
+    f1 = oracle["decoders"].get("expected_f1", {}).get("f1_micro", float("nan"))
+    body.append(["**oracle** (Bayes-optimal marginals)", "-", "-",
+                 f"{oracle['ranking']['precision_at_1']:.3f}",
+                 f"{oracle['ranking']['precision_at_5']:.3f}",
+                 f"{oracle['ranking'].get('map', float('nan')):.3f}",
+                 f"{f1:.3f} (expected_f1)", "1.00", "-"])
+  if row == "debtags":
+    for peer in t.peers:
+      if peer["data"]["name"] == "debtags":
+        ranking = peer["test"]["ranking"]
+        body.append([f"peer: {peer['peer']}", "-",
+                     f"{peer['validation_ranking']['precision_at_1']:.3f}",
+                     f"{ranking['precision_at_1']:.3f}", f"{ranking['precision_at_5']:.3f}",
+                     f"{ranking.get('map', float('nan')):.3f}", "-", "1"])
+  return rs.table(header, body)
+
+
+def budget_verdict(t: Tuned, row: str) -> str:
+  """The near-convergence check of ``row`` in one sentence."""
+  best, check = t.best(row), t.checks.get(row)
+  if best is None:
+    return "No final runs yet."
+  if check is None:
+    return f"Best objective on validation: `{best}`; its run at twice the budget is not stored yet."
+  runs = t.runs(row, best)
+  base = tuning.val_p1(runs[min(runs)])
+  moved = (tuning.val_p1(check) - base) / max(base, 1e-12)
+  stands = abs(moved) < tuning.CHECK_TOLERANCE
+  return (f"Best objective on validation: `{best}`. At twice the budget "
+          f"({check['train']['steps']} steps) its validation P@1 goes from {base:.3f} to "
+          f"{tuning.val_p1(check):.3f} ({moved:+.1%}): "
+          + ("the budget stands." if stands else
+             f"**budget-limited** (more than {tuning.CHECK_TOLERANCE:.0%}); the verdicts above "
+             "hold at this budget only, and the check run's test P@1 is "
+             f"{rs.ranking(check, 'precision_at_1'):.3f}."))
+
+
+def _regret(decoder: str):
+  return lambda r: r.get("against_oracle", {}).get("regret_f1_samples", {}).get(
+      decoder, float("nan"))
+
+
+def claim6(t: Tuned):
+  """``(claim, evidence, verdict, body)`` of the sixth claim, in the shape of
+  :data:`multilabel_jax.studies.claims.CLAIMS`."""
+  evidence = ("tuned final runs of every hashtag_world row with an oracle; per objective, "
+              "each decoder's samples-F1 regret against the oracle's expected-F1 sets "
+              "(mean over seeds); the closest decoder against the runner-up, paired by seed.")
+  body, verdicts = [], []
+  for row in t.rows():
+    if t.oracle(row) is None:
+      continue
+    lines = []
+    for objective in t.objectives_of(row):
+      runs = {s: r for s, r in t.runs(row, objective).items() if "against_oracle" in r}
+      if not runs:
+        continue
+      decoders = list(next(iter(runs.values()))["against_oracle"]["regret_f1_samples"])
+      means = {d: rs.stat(runs, _regret(d)).mean for d in decoders}
+      order = sorted(decoders, key=means.get)
+      first, second = order[0], order[1] if len(order) > 1 else order[0]
+      diff = rs.stat(runs, lambda r: _regret(second)(r) - _regret(first)(r))  # Per seed.
+      v = rs.verdict(diff)
+      verdicts.append(v)
+      natural = next(iter(runs.values()))["natural_decoder"]
+      lines.append([objective, f"`{first}` {rs.stat(runs, _regret(first)).fmt()}",
+                    f"`{second}` {rs.stat(runs, _regret(second)).fmt()}", diff.fmt(),
+                    v, f"`{natural}` {rs.stat(runs, _regret(natural)).fmt()}"])
+    if lines:
+      bayes = t.oracle(row)["decoders"].get("expected_f1", {}).get("f1_samples", float("nan"))
+      body += [f"{row} (Bayes-optimal samples-F1 {bayes:.3f}):", ""]
+      body += rs.table(["objective", "closest decoder (regret)", "runner-up (regret)",
+                        "runner-up minus closest", "verdict", "natural decoder (regret)"],
+                       lines)
+  verdict = rs.combine(verdicts)
+  if not body:
+    return CLAIM_6, evidence, "not run", ["No tuned final run with an oracle is stored yet.", ""]
+  return (CLAIM_6, evidence, verdict + " (the closest decoder is separated from the "
+          "runner-up for each objective)" if verdict == "confirms" else verdict, body)
+
+
+def section(t: Tuned) -> List[str]:
+  """The tuned protocol's results (empty before its first final run is stored)."""
+  if not t.rows():
+    return []
+  lines = ["## Tuned results", "",
+           "Each objective at the setting chosen on validation (`tuned_tune`), one run per "
+           "seed; test numbers read once. `of oracle P@1`: the run's test P@1 over the "
+           "Bayes-optimal scores' on the same rows.", ""]
+  for row in t.rows():
+    note = t.rows_spec[row].note
+    lines += [f"### {row}" + (f" ({note})" if note else ""), ""] + row_table(t, row)
+    lines += [budget_verdict(t, row), ""]
+  claim, evidence, verdict, body = claim6(t)
+  lines += ["### Claim 6", "", f"> {claim}", "", f"Evidence: {evidence}", ""] + body
+  return lines + [f"**Verdict: {verdict}.**", ""]

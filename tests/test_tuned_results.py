@@ -1,0 +1,111 @@
+"""The tuned protocol's tables, budget verdict and sixth claim (RESULTS.md), and its plots."""
+
+import json
+
+import pytest
+
+from experiments import sweep
+from multilabel_jax.studies import report as report_lib
+from multilabel_jax.studies import tuned_results, tuning
+
+ROWS = sweep.TUNED_PRESETS["tuned"]
+
+
+def _final(row, objective, seed, *, val, test, regrets, oracle_p1=0.5, group=tuning.FINAL,
+           steps=2400):
+  return {"sweep": {"group": group, "row": row, "dataset": row, "objective": objective,
+                    "seed": seed, "setting": "lr0.003"},
+          "objective": objective, "natural_decoder": "top_1",
+          "validation": {"ranking": {"precision_at_1": val}},
+          "validation_history": [{"step": s, "val_precision_at_1": val * s / 10}
+                                 for s in range(1, 11)],
+          "test": {"ranking": {"precision_at_1": test, "precision_at_5": test / 3, "map": 0.2},
+                   "decoders": {d: {"f1_micro": 0.4, "f1_samples": 0.6 - g}
+                                for d, g in regrets.items()}},
+          "predict": {"decoder": "top_1"}, "train": {"steps": steps},
+          "oracle": {"ranking": {"precision_at_1": oracle_p1, "precision_at_5": 0.2,
+                                 "map": 0.4},
+                     "decoders": {"expected_f1": {"f1_micro": 0.55, "f1_samples": 0.6}}},
+          "against_oracle": {"fraction_of_oracle_p1": test / oracle_p1,
+                             "bayes_f1_samples": 0.6, "regret_f1_samples": regrets}}
+
+
+def _reports():
+  reports = []
+  for seed in range(3):
+    # softmax: top_3 closer than average_k by 0.02 on every seed; top_1 far behind.
+    reports.append(_final("hw20k", "softmax", seed, val=0.40 + seed / 100, test=0.45,
+                          regrets={"top_1": 0.2, "top_3": 0.05 + seed / 1000,
+                                   "average_k": 0.07 + seed / 1000}))
+    # sigmoid: two decoders within noise of each other.
+    reports.append(_final("hw20k", "sigmoid", seed, val=0.42, test=0.47,
+                          regrets={"top_1": 0.2, "expected_f1": 0.01 + (seed - 1) / 100,
+                                   "threshold_0.5": 0.012 - (seed - 1) / 100}))
+  return reports
+
+
+def test_row_table_has_the_oracle_and_each_objectives_fraction_of_it():
+  t = tuned_results.Tuned(_reports(), ROWS, sweep.OBJECTIVES)
+  assert t.rows() == ["hw20k"] and t.best("hw20k") == "sigmoid"
+  text = "\n".join(tuned_results.row_table(t, "hw20k"))
+  assert "| softmax | lr0.003 | 0.410 ± 0.010 | 0.450 ± 0.000 |" in text
+  assert "| 0.90 ± 0.00 | 3 |" in text  # 0.45 / 0.5 of the oracle's P@1.
+  assert "| **oracle** (Bayes-optimal marginals) | - | - | 0.500 | 0.200 | 0.400 | 0.550 " \
+         "(expected_f1) | 1.00 | - |" in text
+
+
+def test_budget_verdict_stands_under_three_percent_and_is_marked_otherwise():
+  reports = _reports()
+  t = tuned_results.Tuned(reports, ROWS, sweep.OBJECTIVES)
+  assert "not stored yet" in tuned_results.budget_verdict(t, "hw20k")
+  check = _final("hw20k", "sigmoid", 0, val=0.43, test=0.48, regrets={}, group=tuning.CHECK,
+                 steps=4800)
+  t = tuned_results.Tuned(reports + [check], ROWS, sweep.OBJECTIVES)
+  text = tuned_results.budget_verdict(t, "hw20k")
+  assert "from 0.420 to 0.430 (+2.4%): the budget stands." in text
+  check["validation"]["ranking"]["precision_at_1"] = 0.45
+  t = tuned_results.Tuned(reports + [check], ROWS, sweep.OBJECTIVES)
+  text = tuned_results.budget_verdict(t, "hw20k")
+  assert "(+7.1%): **budget-limited**" in text and "test P@1 is 0.480" in text
+
+
+def test_claim6_names_the_closest_decoder_per_objective_with_a_paired_verdict():
+  t = tuned_results.Tuned(_reports(), ROWS, sweep.OBJECTIVES)
+  claim, _, verdict, body = tuned_results.claim6(t)
+  text = "\n".join(body)
+  assert claim == tuned_results.CLAIM_6
+  assert "| softmax | `top_3` 0.051 ± 0.001 | `average_k` 0.071 ± 0.001 | 0.020 ± 0.000 | " \
+         "confirms | `top_1` 0.200 ± 0.000 |" in text
+  assert "| sigmoid | `expected_f1` 0.010 ± 0.010 | `threshold_0.5` 0.012 ± 0.010 |" in text
+  assert "inconclusive" in text and verdict == "inconclusive"  # Mixed: one is noise.
+  section = "\n".join(tuned_results.section(t))
+  assert "## Tuned results" in section and "### Claim 6" in section
+  empty = tuned_results.Tuned([], ROWS, sweep.OBJECTIVES)
+  assert tuned_results.section(empty) == [] and tuned_results.claim6(empty)[2] == "not run"
+
+
+@pytest.mark.slow  # Tiny tuned runs with the oracle, then the report and its plots.
+def test_tiny_tuned_runs_reach_the_report_with_the_oracle_and_the_plots(tmp_path, monkeypatch):
+  scores = {3e-4: 0.1, 1e-3: 0.3, 3e-3: 0.2}  # A middle choice: no grid extension.
+  for objective in ("softmax", "asl"):
+    for setting in tuning.grid(objective, sweep.LEARNING_RATES, sweep.OBJECTIVE_HYPERPARAMETERS):
+      name = tuning.tune_name("hw1k", objective, setting)
+      path = tmp_path / tuning.TUNE / f"{name}.json"
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_text(json.dumps({
+          "validation": {"ranking": {"precision_at_1": scores[setting.lr]}},
+          "train": {"steps": 2}, "sweep": {"wall_seconds": 1.0, "group": tuning.TUNE,
+                                           "name": name, "row": "hw1k", "objective": objective, "seed": 0,
+                                           "setting": setting.name}}))
+  ran = sweep.run_sweep(tmp_path, preset="tuned_tiny", only="hw1k_")
+  assert [n for n in ran if "_lr" not in n] == ["hw1k_softmax_s0", "hw1k_softmax_s1",
+                                                "hw1k_asl_s0", "hw1k_asl_s1"]
+  assert sweep.run_sweep(tmp_path, preset="tuned_tiny", only="hw1k_") == ["hw1k_best_2x_s0"]
+  monkeypatch.setitem(sweep.TUNED_PRESETS, "tuned", sweep.TUNED_PRESETS["tuned_tiny"])
+  text = report_lib.write(tmp_path, tmp_path / "docs")
+  assert "### hw1k" in text and "**oracle** (Bayes-optimal marginals)" in text
+  assert "### Claim 6" in text and "At twice the budget (4 steps)" in text
+  for name in ("learning_curves", "decoder_regret", "reliability", "bucket_gain"):
+    assert (tmp_path / "docs" / f"results_tuned_{name}.png").stat().st_size > 1000
+  stored = json.loads((tmp_path / tuning.FINAL / "hw1k_softmax_s0.json").read_text())
+  assert stored["reliability"]["reads_as"] == "distribution"
