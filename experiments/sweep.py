@@ -230,14 +230,30 @@ def tuned_config(row: str, objective: str, seed: int, scale: Scale, setting: tun
   return c
 
 
+# The peers of the tuned debtags row (multilabel_jax.studies.peers, the `results` extra):
+# the same split and bag of words as experiments/debtags.py; (name, expected seconds here).
+TUNED_PEERS = (("libmultilabel_1vsrest", 60.0), ("libmultilabel_tree", 60.0),
+               ("omikuji", 300.0))
+
+
+def _peer(name: str) -> dict:
+  from multilabel_jax.studies import peers  # pylint: disable=g-import-not-at-top
+  return peers.fit_config("experiments/debtags.py", name)
+
+
 def plan(preset: str = "cpu", out=None) -> List[Run]:
   """Every run of a preset, in the order the sweep runs them (see ``ORDER``); the tuned
   presets read the stored tune runs in ``out`` to plan the runs that depend on them."""
   if preset in TUNED_PRESETS:
-    return tuning.plan(TUNED_PRESETS[preset], out or "results", objectives=OBJECTIVES,
+    runs = tuning.plan(TUNED_PRESETS[preset], out or "results", objectives=OBJECTIVES,
                        learning_rates=LEARNING_RATES,
                        hyperparameters=OBJECTIVE_HYPERPARAMETERS, make_config=tuned_config,
                        cost_model=COST_MODEL, run_type=Run)
+    if "debtags" in TUNED_PRESETS[preset]:
+      runs += [Run("peers", f"debtags_{name}", meta={"dataset": "debtags", "peer": name},
+                   estimate_s=seconds, fit=functools.partial(_peer, name))
+               for name, seconds in TUNED_PEERS]
+    return runs
   if preset not in PRESETS:
     raise ValueError(f"`preset` must be one of {sorted(PRESETS | TUNED_PRESETS)}, got "
                      f"{preset!r}.")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from experiments import sweep
-from multilabel_jax.studies import tuning
+from multilabel_jax.studies import sweep_runner, tuning
 
 
 def _store(out, group, name, val_p1, steps=2, wall=10.0):
@@ -180,3 +180,17 @@ def test_the_results_section_counts_tune_runs_and_shows_a_choice_once_the_grid_i
   assert "| hw20k | sigmoid | 5 of 5 | lr0.03 (0.700), lr at the edge | 0 of 3 |" in "\n".join(
       tuning.section(reports, rows, **kw))
   assert "| hw1k | sigmoid |" not in text  # Nothing of hw1k is stored yet.
+
+
+def test_the_tuned_debtags_row_runs_its_peers_through_the_sweep(tmp_path):
+  runs = _by_name(sweep.plan("tuned", tmp_path))
+  peers = [r for r in runs.values() if r.group == "peers"]
+  assert sorted(r.name for r in peers) == ["debtags_libmultilabel_1vsrest",
+                                           "debtags_libmultilabel_tree", "debtags_omikuji"]
+  assert all(r.fit is not None and r.estimate_s > 0 for r in peers)
+  assert not [r for r in sweep.plan("tuned_tiny", tmp_path) if r.group == "peers"]
+  fake = sweep.Run("peers", "debtags_fake", meta={"peer": "fake"}, fit=lambda: {
+      "peer": "fake", "test": {"ranking": {"precision_at_1": 0.5}}})
+  assert sweep_runner.run_sweep([fake], tmp_path, preset="tuned") == ["debtags_fake"]
+  stored = json.loads((tmp_path / "peers" / "debtags_fake.json").read_text())
+  assert stored["peer"] == "fake" and stored["sweep"]["group"] == "peers"

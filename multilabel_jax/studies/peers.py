@@ -113,6 +113,24 @@ def run_peer(name: str, source, dataset: str = "") -> dict:
           "train": {"seconds_this_run": seconds}}
 
 
+def load_source(config_path: str, data_path: str = ""):
+  """``(config, source)`` of an experiment config file (``data_path``: another file for
+  its source, ``config.data.options.path``)."""
+  # Configs are files of the repository (run from its root, like experiments.run).
+  from experiments import run as run_lib  # pylint: disable=g-import-not-at-top
+  config = run_lib.load_config(config_path)
+  if data_path:
+    with config.unlocked():
+      config.data.options.path = data_path
+  return config, builders.build_source(config)
+
+
+def fit_config(config_path: str, name: str, data_path: str = "", dataset: str = "") -> dict:
+  """:func:`run_peer` on the source of a config file (the results sweep's peer runs)."""
+  config, source = load_source(config_path, data_path)
+  return run_peer(name, source, dataset or config.data.name)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m multilabel_jax.studies.peers",
                                    description=__doc__.split("\n")[0])
@@ -124,14 +142,8 @@ def main(argv=None) -> int:
                       help="another file for the config's source (config.data.options.path)")
   parser.add_argument("--dataset", default="", help="the name to store and show the runs under")
   args = parser.parse_args(argv)
-  # Configs are files of the repository (run from its root, like experiments.run).
-  from experiments import run as run_lib  # pylint: disable=g-import-not-at-top
-  config = run_lib.load_config(args.config)
-  if args.data_path:
-    with config.unlocked():
-      config.data.options.path = args.data_path
+  config, source = load_source(args.config, args.data_path)
   dataset = args.dataset or config.data.name
-  source = builders.build_source(config)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   for name in [n for n in PEERS if not args.only or n in args.only.split(",")]:

@@ -36,10 +36,11 @@ from multilabel_jax import train
 class Run:
   group: str
   name: str
-  make_config: Optional[Callable] = None  # None: the OvR baseline.
+  make_config: Optional[Callable] = None  # None: the OvR baseline (or ``fit``).
   meta: dict = dataclasses.field(default_factory=dict)
   waits_for: str = ""       # Not runnable until these are stored (the tuned protocol).
   estimate_s: float = 0.0   # Expected wall seconds here (0: no estimate).
+  fit: Optional[Callable[[], dict]] = None  # A run that is not ours (a peer): its report.
 
   def path(self, out) -> pathlib.Path:
     return pathlib.Path(out) / self.group / f"{self.name}.json"
@@ -72,7 +73,9 @@ def _write_json(path: pathlib.Path, data: dict) -> None:
 def run_one(run: Run, out, *, preset: str, scratch=None) -> dict:
   """Trains (or fits the baseline), stores ``<out>/<group>/<name>.json``, returns it."""
   start = time.time()
-  if run.make_config is None:
+  if run.fit is not None:
+    report = run.fit()
+  elif run.make_config is None:
     # scikit-learn: imported only for the baseline run.
     from multilabel_jax.studies import ovr_baseline  # pylint: disable=g-import-not-at-top
     report = ovr_baseline.run(tiny=preset == "tiny")
