@@ -117,11 +117,18 @@ def use_fused_head(config, objective) -> bool:
   return width >= config.head.fused_min_classes
 
 
+MIN_WIDE_WORDS = 1024  # The fewest words a wide path cut to head.wide_max_params may read.
+
+
 def build_model(config, objective, source, num_classes=None):
   """The Flax model: the configured encoder plus the objective's heads.
 
   ``num_classes`` (default ``source.info.num_classes``) names the class heads, those of
-  that width, which ``config.head.wide`` gives a wide path."""
+  that width, which ``config.head.wide`` gives a wide path: a ``[V, C]`` table per class
+  head, or when ``V x C x heads`` exceeds ``config.head.wide_max_params`` and the source's
+  ids go by decreasing document frequency (``source.ids_by_frequency``: a learned
+  vocabulary), a table over the most frequent words that fit (at least
+  :data:`MIN_WIDE_WORDS`); otherwise none."""
   options = config.model_options.to_dict()
   if config.model == "bow":
     options.setdefault("vocab_size", getattr(source, "num_embeddings", None)
@@ -137,8 +144,15 @@ def build_model(config, objective, source, num_classes=None):
     num_classes = num_classes or source.info.num_classes
     heads = tuple(n for n, h in objective.head_outputs.items() if h.width == num_classes)
     size = options["vocab_size"] * num_classes * len(heads)
+    top = config.head.wide_max_params // max(num_classes * len(heads), 1)
     if size <= config.head.wide_max_params:
       wide = dict(wide_vocab_size=options["vocab_size"], wide_heads=heads)
+    elif getattr(source, "ids_by_frequency", False) and top >= MIN_WIDE_WORDS:
+      wide = dict(wide_vocab_size=top, wide_heads=heads)  # Ids >= top are padding there.
+      logging.info("config.head.wide: the wide path reads the %d most frequent of %d words "
+                   "(all of them, x %d classes x %d heads, would exceed "
+                   "config.head.wide_max_params=%d).", top - 1, options["vocab_size"] - 1,
+                   num_classes, len(heads), config.head.wide_max_params)
     else:
       logging.warning("config.head.wide: no wide path, its %d parameters (%d words x %d "
                       "classes x %d heads) exceed config.head.wide_max_params=%d.", size,

@@ -276,7 +276,8 @@ class Predictor:
     objective = builders.rebuild_objective(config, num_classes,
                                            artifact["objective_rebuild_options"])
     model = builders.build_model(config, objective, types.SimpleNamespace(
-        num_embeddings=data.get("num_embeddings")), num_classes=num_classes)
+        num_embeddings=data.get("num_embeddings"),
+        ids_by_frequency=data.get("ids_by_frequency", False)), num_classes=num_classes)
     example = {k: jnp.zeros((1, *shape), dtype) for k, (shape, dtype) in data["inputs"].items()}
     abstract = jax.eval_shape(
         lambda: models.split_variables(nn.unbox(model.init({"params": jax.random.key(0)},

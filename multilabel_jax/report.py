@@ -211,6 +211,7 @@ def prediction_data(source) -> dict:
   return {"name": info.name, "num_classes": info.num_classes,
           "inputs": {k: [list(v.shape), v.dtype] for k, v in info.inputs.items()},
           "num_embeddings": getattr(source, "num_embeddings", None),
+          "ids_by_frequency": getattr(source, "ids_by_frequency", False),
           "class_names": None if names is None or hasattr(source, "save_vocab") else list(names)}
 
 

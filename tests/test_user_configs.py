@@ -201,3 +201,39 @@ def test_wide_path_trains_its_table_and_refuses_what_it_cannot_do(tmp_path):
   c.head.wide_max_params = 10 * 7 - 1  # Too big: no wide path (logged), the MLP alone.
   assert builders.build_model(c, losses.get_objective("sigmoid", 7), small,
                               num_classes=7).wide_heads == ()
+
+
+def test_a_wide_path_too_large_reads_the_most_frequent_words_that_fit(tmp_path, monkeypatch):
+  import types  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from multilabel_jax import builders, inference, losses, train  # pylint: disable=g-import-not-at-top
+  c = jsonl_config.get_config("runlocal")
+  c.head.wide, c.head.wide_max_params = True, 2000 * 7
+  ordered = types.SimpleNamespace(num_embeddings=5000, ids_by_frequency=True)
+  model = builders.build_model(c, losses.get_objective("sigmoid", 7), ordered, num_classes=7)
+  assert model.wide_heads == ("logits",) and model.wide_vocab_size == 2000
+  hashed = types.SimpleNamespace(num_embeddings=5000)  # Ids not by frequency: none.
+  assert builders.build_model(c, losses.get_objective("sigmoid", 7), hashed,
+                              num_classes=7).wide_heads == ()
+  c.head.wide_max_params = (builders.MIN_WIDE_WORDS - 1) * 7  # Too few words: none.
+  assert builders.build_model(c, losses.get_objective("sigmoid", 7), ordered,
+                              num_classes=7).wide_heads == ()
+
+  monkeypatch.setattr(builders, "MIN_WIDE_WORDS", 4)  # The fixture's vocabulary is small.
+  c = jsonl_config.get_config("runlocal")
+  c.head.wide, c.total_steps, c.eval_every = True, 6, 0
+  num_classes = 7  # The fixture's tags.
+  c.head.wide_max_params = 9 * num_classes  # Words 1..8 (and the padding row).
+  report = train.train_and_evaluate(c, tmp_path / "top")
+  assert report["data"]["num_classes"] == num_classes and report["train"]["wide_heads"]
+  predictor = inference.Predictor.from_workdir(tmp_path / "top")  # Rebuilds the same cut.
+  assert predictor.model.wide_vocab_size == 9
+  table = np.asarray(predictor.variables["params"]["wide_logits"]["table"])
+  assert table.shape == (9, num_classes) and np.abs(table[1:]).sum() > 0
+  batch = {"token_ids": np.array([[1, 2, 40, 0]], np.int32),
+           "token_weights": np.array([[1.0, 0.5, 2.0, 0.0]], np.float32)}
+  params = predictor.variables["params"]
+  no_wide = dict(predictor.variables, params=dict(params, wide_logits={"table": 0 * table}))
+  apply = lambda v: np.asarray(predictor.model.apply(v, batch)["logits"])
+  wide = apply(predictor.variables) - apply(no_wide)  # Word 40 is past the cut: not read.
+  np.testing.assert_allclose(wide[0], table[1] + 0.5 * table[2], rtol=1e-5, atol=1e-6)

@@ -487,6 +487,7 @@ def load_jsonl(config: JsonlConfig, *, featurizer: Optional[text_lib.TextFeaturi
   source = JsonlSource(info, arrays, keys=keys, split_stats=split_stats,
                        num_embeddings=featurizer.num_embeddings)
   source.featurizer = featurizer
+  source.ids_by_frequency = featurizer.config.vocab == "learned"  # Id 1: the most frequent.
   source.label_map = label_map
   source.record_fields = record_fields(config)
   return source
