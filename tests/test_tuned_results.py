@@ -80,7 +80,12 @@ def test_claim6_names_the_closest_decoder_per_objective_with_a_paired_verdict():
   assert "inconclusive" in text and verdict == "inconclusive"  # Mixed: one is noise.
   section = "\n".join(tuned_results.section(t))
   assert "## Tuned results" in section and "### Claim 6" in section
+  advice = "\n".join(tuned_results.advice(t))
+  assert ("* **hw20k** (tuned): for ranking, `sigmoid` (best validation P@1; test P@1 "
+          "0.470 ± 0.000, 94% of the oracle's); its label sets come closest to Bayes-optimal "
+          "with `expected_f1`; trained with softmax, decode with `top_3`.") in advice
   empty = tuned_results.Tuned([], ROWS, sweep.OBJECTIVES)
+  assert tuned_results.advice(empty) == []
   assert tuned_results.section(empty) == [] and tuned_results.claim6(empty)[2] == "not run"
 
 
@@ -102,9 +107,11 @@ def test_tiny_tuned_runs_reach_the_report_with_the_oracle_and_the_plots(tmp_path
                                                 "hw1k_asl_s0", "hw1k_asl_s1"]
   assert sweep.run_sweep(tmp_path, preset="tuned_tiny", only="hw1k_") == ["hw1k_best_2x_s0"]
   monkeypatch.setitem(sweep.TUNED_PRESETS, "tuned", sweep.TUNED_PRESETS["tuned_tiny"])
-  text = report_lib.write(tmp_path, tmp_path / "docs")
+  (tmp_path / "README.md").write_text("# readme\n")
+  text = report_lib.write(tmp_path, tmp_path / "docs", tmp_path / "README.md")
   assert "### hw1k" in text and "**oracle** (Bayes-optimal marginals)" in text
   assert "### Claim 6" in text and "At twice the budget (4 steps)" in text
+  assert "* **hw1k** (tuned): for ranking," in (tmp_path / "README.md").read_text()
   for name in ("learning_curves", "decoder_regret", "reliability", "bucket_gain"):
     assert (tmp_path / "docs" / f"results_tuned_{name}.png").stat().st_size > 1000
   stored = json.loads((tmp_path / tuning.FINAL / "hw1k_softmax_s0.json").read_text())

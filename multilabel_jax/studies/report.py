@@ -216,6 +216,12 @@ class Report:
     lines += rs.table(["objective"] + [ROW_TITLES[r] for r in self.rows()], body)
     lines += ["Seed claims: " + "; ".join(f"{i}: **{v}**" for i, v in self.verdicts.items())
               + " (see RESULTS.md).", "", "## Which loss and decoder should I use?", ""]
+    tuned = tuned_results.advice(self.tuned)
+    if tuned:
+      lines += ["From the tuned protocol (each objective's learning rate and own "
+                "hyperparameter chosen on validation; RESULTS.md, \"Tuned results\"):", ""]
+      lines += tuned + ["", "From the earlier shrunk runs (one shared learning rate; "
+                        "superseded where the tuned rows above exist):", ""]
     lines += self.advice()
     return "\n".join(lines)
 

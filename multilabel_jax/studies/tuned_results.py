@@ -168,6 +168,36 @@ def claim6(t: Tuned):
           "runner-up for each objective)" if verdict == "confirms" else verdict, body)
 
 
+def _closest(runs: Dict[int, dict]) -> Optional[str]:
+  """The decoder of smallest mean regret against the Bayes-optimal sets, or None."""
+  runs = {s: r for s, r in runs.items() if "against_oracle" in r}
+  if not runs:
+    return None
+  decoders = next(iter(runs.values()))["against_oracle"]["regret_f1_samples"]
+  return min(decoders, key=lambda d: rs.stat(runs, _regret(d)).mean)
+
+
+def advice(t: Tuned) -> List[str]:
+  """The README's "which loss and decoder" bullets from the tuned runs (empty before any)."""
+  out = []
+  for row in t.rows():
+    best = t.best(row)
+    runs = t.runs(row, best)
+    p1 = rs.stat(runs, lambda r: rs.ranking(r, "precision_at_1")).fmt()
+    line = f"* **{row}** (tuned): for ranking, `{best}` (best validation P@1; test P@1 {p1}"
+    fraction = rs.stat(runs, lambda r: r.get("against_oracle", {}).get(
+        "fraction_of_oracle_p1", float("nan")))
+    line += f", {fraction.mean:.0%} of the oracle's)" if fraction.n else ")"
+    closest = {o: _closest(t.runs(row, o)) for o in t.objectives_of(row)}
+    if closest.get(best):
+      line += f"; its label sets come closest to Bayes-optimal with `{closest[best]}`"
+    if closest.get("softmax") and best != "softmax":
+      line += f"; trained with softmax, decode with `{closest['softmax']}`"
+    check = budget_verdict(t, row)
+    out.append(line + (" (budget-limited)" if "budget-limited" in check else "") + ".")
+  return out
+
+
 def section(t: Tuned) -> List[str]:
   """The tuned protocol's results (empty before its first final run is stored)."""
   if not t.rows():
