@@ -125,10 +125,12 @@ def build_model(config, objective, source, num_classes=None):
 
   ``num_classes`` (default ``source.info.num_classes``) names the class heads, those of
   that width, which ``config.head.wide`` gives a wide path: a ``[V, C]`` table per class
-  head, or when ``V x C x heads`` exceeds ``config.head.wide_max_params`` and the source's
-  ids go by decreasing document frequency (``source.ids_by_frequency``: a learned
-  vocabulary), a table over the most frequent words that fit (at least
-  :data:`MIN_WIDE_WORDS`); otherwise none."""
+  head if ``V x C x heads`` is at most ``config.head.wide_max_params``; else, with
+  ``config.head.wide_top_words`` and a source whose ids go by decreasing document frequency
+  (``source.ids_by_frequency``: a learned vocabulary), a table over the most frequent words
+  that fit (at least :data:`MIN_WIDE_WORDS`); otherwise none. On debsuggests (11,401
+  labels) that cut, 8,770 words, raised validation P@1 from 0.269 to 0.278 but tripled the
+  run's time here (docs/DATA.md), so it is not the default."""
   options = config.model_options.to_dict()
   if config.model == "bow":
     options.setdefault("vocab_size", getattr(source, "num_embeddings", None)
@@ -147,7 +149,8 @@ def build_model(config, objective, source, num_classes=None):
     top = config.head.wide_max_params // max(num_classes * len(heads), 1)
     if size <= config.head.wide_max_params:
       wide = dict(wide_vocab_size=options["vocab_size"], wide_heads=heads)
-    elif getattr(source, "ids_by_frequency", False) and top >= MIN_WIDE_WORDS:
+    elif (config.head.get("wide_top_words", False) and top >= MIN_WIDE_WORDS
+          and getattr(source, "ids_by_frequency", False)):
       wide = dict(wide_vocab_size=top, wide_heads=heads)  # Ids >= top are padding there.
       logging.info("config.head.wide: the wide path reads the %d most frequent of %d words "
                    "(all of them, x %d classes x %d heads, would exceed "
@@ -155,7 +158,8 @@ def build_model(config, objective, source, num_classes=None):
                    num_classes, len(heads), config.head.wide_max_params)
     else:
       logging.warning("config.head.wide: no wide path, its %d parameters (%d words x %d "
-                      "classes x %d heads) exceed config.head.wide_max_params=%d.", size,
+                      "classes x %d heads) exceed config.head.wide_max_params=%d (see "
+                      "config.head.wide_top_words).", size,
                       options["vocab_size"], num_classes, len(heads),
                       config.head.wide_max_params)
   if config.model not in models.list_models() and config.model.partition("/")[0] not in (

@@ -61,7 +61,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.head.fused_min_classes = 65_536
   c.head.chunk_size = 8192
   c.head.wide = False            # Bag of words: a [V, C] linear path into each class head,
-  c.head.wide_max_params = 100_000_000  # when V x C x heads is at most this (else none).
+  c.head.wide_max_params = 100_000_000  # when V x C x heads is at most this (else none,
+  c.head.wide_top_words = False  # or with this, a table over the most frequent words that fit).
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1               # -1: all devices not used by the class axis.

@@ -210,6 +210,9 @@ def test_a_wide_path_too_large_reads_the_most_frequent_words_that_fit(tmp_path, 
   c = jsonl_config.get_config("runlocal")
   c.head.wide, c.head.wide_max_params = True, 2000 * 7
   ordered = types.SimpleNamespace(num_embeddings=5000, ids_by_frequency=True)
+  assert builders.build_model(c, losses.get_objective("sigmoid", 7), ordered,
+                              num_classes=7).wide_heads == ()  # Only when asked for.
+  c.head.wide_top_words = True
   model = builders.build_model(c, losses.get_objective("sigmoid", 7), ordered, num_classes=7)
   assert model.wide_heads == ("logits",) and model.wide_vocab_size == 2000
   hashed = types.SimpleNamespace(num_embeddings=5000)  # Ids not by frequency: none.
@@ -221,7 +224,7 @@ def test_a_wide_path_too_large_reads_the_most_frequent_words_that_fit(tmp_path, 
 
   monkeypatch.setattr(builders, "MIN_WIDE_WORDS", 4)  # The fixture's vocabulary is small.
   c = jsonl_config.get_config("runlocal")
-  c.head.wide, c.total_steps, c.eval_every = True, 6, 0
+  c.head.wide, c.head.wide_top_words, c.total_steps, c.eval_every = True, True, 6, 0
   num_classes = 7  # The fixture's tags.
   c.head.wide_max_params = 9 * num_classes  # Words 1..8 (and the padding row).
   report = train.train_and_evaluate(c, tmp_path / "top")
