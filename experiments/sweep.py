@@ -193,6 +193,7 @@ def hashtag_config(objective: str, seed: int, scale: Scale, *, group_size: int =
   c.data.options.update(num_classes=scale.num_classes, num_validation=scale.num_validation,
                         num_test=scale.num_test, group_size=group_size, noise=noise, seed=0)
   c.model_options = dict(widths=tuple(scale.widths))
+  c.optimizer.lr = 2e-3  # The shrunk presets' shared rate; the tuned protocol sets its own.
   c.eval.validation_examples = scale.num_validation
   c.data.stats_examples = min(c.data.stats_examples, 10 * scale.num_validation)
   c.eval.oracle = oracle
