@@ -180,6 +180,17 @@ def test_the_results_section_counts_tune_runs_and_shows_a_choice_once_the_grid_i
   assert "| hw20k | sigmoid | 5 of 5 | lr0.03 (0.700), lr at the edge | 0 of 3 |" in "\n".join(
       tuning.section(reports, rows, **kw))
   assert "| hw1k | sigmoid |" not in text  # Nothing of hw1k is stored yet.
+  for lr, p1 in (("0.0003", 0.1), ("0.001", 0.2), ("0.003", 0.3), ("0.01", 0.2)):
+    reports.append(stored("hw20k", "softmax", f"lr{lr}", p1))
+  reports.append(stored("hw20k", "softmax", "lr0.01", 0.5, group=tuning.LENGTH))
+  text = "\n".join(tuning.section(reports, rows, **kw))
+  assert ("Length check, hw20k softmax at 2400 steps (validation P@1): lr0.01 0.500 "
+          "(1 of 4 stored).") in text
+  for lr in ("0.0003", "0.001", "0.003"):
+    reports.append(stored("hw20k", "softmax", f"lr{lr}", 0.4, group=tuning.LENGTH))
+  text = "\n".join(tuning.section(reports, rows, **kw))
+  assert ("600 steps chose lr0.003, 2400 steps choose lr0.01: **the choice changes with "
+          "length**") in text
 
 
 def test_the_tuned_debtags_row_runs_its_peers_through_the_sweep(tmp_path):

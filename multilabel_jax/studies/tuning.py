@@ -288,4 +288,27 @@ def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Seq
       lines.append(f"| {row} | {objective} | {len(in_grid)} of {len(settings)}"
                    f"{' (from ' + source + ')' if st.choices_from else ''} | {chosen} | "
                    f"{finals} of {st.final.seeds} |")
-  return lines + [""]
+  lines.append("")
+  for row, st in rows.items():  # The length check: the same choice at the final length?
+    if not st.length_check:
+      continue
+    objective = st.length_check
+    short = {r["sweep"]["setting"]: val_p1(r) for r in by.get((TUNE, row, objective), [])}
+    settings, best, _ = tuned_grid(lambda setting: short.get(setting.name), objective,
+                                   st.learning_rates or learning_rates, hyperparameters)
+    long = {r["sweep"]["setting"]: val_p1(r) for r in by.get((LENGTH, row, objective), [])}
+    if not long:
+      continue
+    stored = ", ".join(f"{s.name} {long[s.name]:.3f}" for s in settings if s.name in long)
+    line = (f"Length check, {row} {objective} at {st.final.steps} steps (validation P@1): "
+            f"{stored}")
+    if best is not None and all(s.name in long for s in settings):
+      at_length = max(settings, key=lambda s: long[s.name])
+      line += (f". {st.tune.steps} steps chose {best.name}, {st.final.steps} steps choose "
+               f"{at_length.name}: " + ("the shorter tuning stands." if at_length == best
+                                        else "**the choice changes with length**; the "
+                                        "row's tuning length is not sound."))
+    else:
+      line += f" ({len([s for s in settings if s.name in long])} of {len(settings)} stored)."
+    lines += [line, ""]
+  return lines
