@@ -31,7 +31,8 @@ holds them. ``--preset=accelerator`` has the longer schedules for a GPU/TPU host
 ``--preset=tuned`` is the tuned protocol (:mod:`multilabel_jax.studies.tuning`): every
 objective's learning rate (``LEARNING_RATES``) and own hyperparameter
 (``OBJECTIVE_HYPERPARAMETERS``) chosen on validation (groups ``tuned_tune``,
-``tuned_final``, ``tuned_check``); ``--dry_run`` prints each run's state and expected time.
+``tuned_length``, ``tuned_final``, ``tuned_check``, and debtags' peers in ``peers``,
+``TUNED_PEERS``); ``--dry_run`` prints each run's state and expected time.
 
   python -m experiments.sweep --out=results --preset=tuned --dry_run
   python -m experiments.sweep --out=results --preset=tuned --only=hw20k
