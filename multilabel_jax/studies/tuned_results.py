@@ -1,8 +1,8 @@
 r"""RESULTS.md's tables of the tuned protocol and its sixth claim, from the stored runs.
 
 Reads the groups of :mod:`multilabel_jax.studies.tuning`: ``tuned_final`` (the chosen
-setting of every objective, one run per seed), ``tuned_check`` (the row's best objective
-at twice the budget) and ``tuned_length`` (one grid again at the final length). Per row:
+setting of every objective, one run per seed) and ``tuned_check`` (the row's best objective
+at twice the budget; the length check is :func:`tuning.section`'s). Per row:
 
 * a table of every objective at its chosen setting (validation and test P@1, P@5, mAP, the
   micro-F1 of the decoder prediction uses, and on hashtag_world its fraction of the oracle's
@@ -19,7 +19,7 @@ at twice the budget) and ``tuned_length`` (one grid again at the final length). 
 from __future__ import annotations
 
 import statistics
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from multilabel_jax.studies import stats as rs
 from multilabel_jax.studies import tuning
@@ -36,7 +36,6 @@ class Tuned:
     self.rows_spec, self.objectives = rows, objectives
     self.finals = rs.by_key(reports, tuning.FINAL, ("row", "objective"))
     self.checks = {k[0]: v.get(0) for k, v in rs.by_key(reports, tuning.CHECK, ("row",)).items()}
-    self.length = rs.by_key(reports, tuning.LENGTH, ("row", "setting"))
     self.peers = [r for r in reports if "peer" in r]
 
   def runs(self, row: str, objective: str) -> Dict[int, dict]:
@@ -129,6 +128,16 @@ def _regret(decoder: str):
       decoder, float("nan"))
 
 
+def _by_regret(runs: Dict[int, dict]) -> Tuple[Dict[int, dict], List[str]]:
+  """The runs compared with the oracle, and their decoders by mean regret against the
+  Bayes-optimal sets, closest first (empty when none was)."""
+  runs = {s: r for s, r in runs.items() if "against_oracle" in r}
+  if not runs:
+    return runs, []
+  decoders = next(iter(runs.values()))["against_oracle"]["regret_f1_samples"]
+  return runs, sorted(decoders, key=lambda d: rs.stat(runs, _regret(d)).mean)
+
+
 def claim6(t: Tuned):
   """``(claim, evidence, verdict, body)`` of the sixth claim, in the shape of
   :data:`multilabel_jax.studies.claims.CLAIMS`."""
@@ -141,12 +150,9 @@ def claim6(t: Tuned):
       continue
     lines = []
     for objective in t.objectives_of(row):
-      runs = {s: r for s, r in t.runs(row, objective).items() if "against_oracle" in r}
+      runs, order = _by_regret(t.runs(row, objective))
       if not runs:
         continue
-      decoders = list(next(iter(runs.values()))["against_oracle"]["regret_f1_samples"])
-      means = {d: rs.stat(runs, _regret(d)).mean for d in decoders}
-      order = sorted(decoders, key=means.get)
       first, second = order[0], order[1] if len(order) > 1 else order[0]
       diff = rs.stat(runs, lambda r: _regret(second)(r) - _regret(first)(r))  # Per seed.
       v = rs.verdict(diff)
@@ -168,15 +174,6 @@ def claim6(t: Tuned):
           "runner-up for each objective)" if verdict == "confirms" else verdict, body)
 
 
-def _closest(runs: Dict[int, dict]) -> Optional[str]:
-  """The decoder of smallest mean regret against the Bayes-optimal sets, or None."""
-  runs = {s: r for s, r in runs.items() if "against_oracle" in r}
-  if not runs:
-    return None
-  decoders = next(iter(runs.values()))["against_oracle"]["regret_f1_samples"]
-  return min(decoders, key=lambda d: rs.stat(runs, _regret(d)).mean)
-
-
 def advice(t: Tuned) -> List[str]:
   """The README's "which loss and decoder" bullets from the tuned runs (empty before any)."""
   out = []
@@ -188,7 +185,7 @@ def advice(t: Tuned) -> List[str]:
     fraction = rs.stat(runs, lambda r: r.get("against_oracle", {}).get(
         "fraction_of_oracle_p1", float("nan")))
     line += f", {fraction.mean:.0%} of the oracle's)" if fraction.n else ")"
-    closest = {o: _closest(t.runs(row, o)) for o in t.objectives_of(row)}
+    closest = {o: next(iter(_by_regret(t.runs(row, o))[1]), None) for o in t.objectives_of(row)}
     if closest.get(best):
       line += f"; its label sets come closest to Bayes-optimal with `{closest[best]}`"
     if closest.get("softmax") and best != "softmax":

@@ -120,14 +120,24 @@ def choose(out, row: str, objective: str, learning_rates, hyperparameters, group
   return settings, best, [tune_name(row, objective, s, group) for s in missing]
 
 
+def compare_lengths(short_score, long_score, objective: str, learning_rates, hyperparameters
+                    ) -> Tuple[List[Setting], Optional[Setting], Optional[Setting]]:
+  """``(settings, short best, long best)``: the choice of the tuning length (its grid grown
+  as :func:`tuned_grid` grows it) and, over the same settings, the choice at the final
+  length; each None while its runs are missing. ``*_score(setting)`` -> val P@1 or None."""
+  settings, short, _ = tuned_grid(short_score, objective, learning_rates, hyperparameters)
+  long = tuned_grid(long_score, objective, sorted({s.lr for s in settings}), hyperparameters,
+                    max_extensions=0)[1]
+  return settings, short, long
+
+
 def length_check(out, row: str, objective: str, learning_rates, hyperparameters
                  ) -> Optional[dict]:
   """``{"short", "long", "same"}``: the settings chosen at the tuning and at the final
   length (over the tuning grid, extensions included), once both are stored; else None."""
-  settings, short, _ = choose(out, row, objective, learning_rates, hyperparameters)
-  score = _stored_score(out, row, objective, LENGTH)
-  long = tuned_grid(score, objective, sorted({s.lr for s in settings}), hyperparameters,
-                    max_extensions=0)[1]
+  _, short, long = compare_lengths(_stored_score(out, row, objective, TUNE),
+                                   _stored_score(out, row, objective, LENGTH), objective,
+                                   learning_rates, hyperparameters)
   if short is None or long is None:
     return None
   return {"short": short.name, "long": long.name, "same": short == long}
@@ -258,6 +268,10 @@ def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Seq
       by.setdefault((meta["group"], meta.get("row"), meta.get("objective")), []).append(r)
   if not by:
     return []
+
+  def scores(group, row, objective):  # Setting name -> val P@1 (the last stored wins).
+    return {r["sweep"]["setting"]: val_p1(r) for r in by.get((group, row, objective), [])}
+
   lines = ["## The tuned protocol (in progress)", "",
            "`python -m experiments.sweep --preset=tuned` (`multilabel_jax/studies/tuning.py`): "
            "each objective's learning rate and own hyperparameter chosen on seed 0's "
@@ -272,7 +286,7 @@ def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Seq
   for row, st in rows.items():
     source = st.choices_from or row
     for objective in st.objectives or objectives:
-      tuned = {r["sweep"]["setting"]: val_p1(r) for r in by.get((TUNE, source, objective), [])}
+      tuned = scores(TUNE, source, objective)
       settings, best, _ = tuned_grid(lambda setting: tuned.get(setting.name), objective,
                                      rows[source].learning_rates or learning_rates,
                                      hyperparameters)
@@ -293,17 +307,16 @@ def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Seq
     if not st.length_check:
       continue
     objective = st.length_check
-    short = {r["sweep"]["setting"]: val_p1(r) for r in by.get((TUNE, row, objective), [])}
-    settings, best, _ = tuned_grid(lambda setting: short.get(setting.name), objective,
-                                   st.learning_rates or learning_rates, hyperparameters)
-    long = {r["sweep"]["setting"]: val_p1(r) for r in by.get((LENGTH, row, objective), [])}
+    short, long = scores(TUNE, row, objective), scores(LENGTH, row, objective)
     if not long:
       continue
+    settings, best, at_length = compare_lengths(
+        lambda setting: short.get(setting.name), lambda setting: long.get(setting.name),
+        objective, st.learning_rates or learning_rates, hyperparameters)
     stored = ", ".join(f"{s.name} {long[s.name]:.3f}" for s in settings if s.name in long)
     line = (f"Length check, {row} {objective} at {st.final.steps} steps (validation P@1): "
             f"{stored}")
-    if best is not None and all(s.name in long for s in settings):
-      at_length = max(settings, key=lambda s: long[s.name])
+    if best is not None and at_length is not None:
       line += (f". {st.tune.steps} steps chose {best.name}, {st.final.steps} steps choose "
                f"{at_length.name}: " + ("the shorter tuning stands." if at_length == best
                                         else "**the choice changes with length**; the "
