@@ -43,10 +43,11 @@ def build_pipelines(config, source):
   train = pipeline_lib.InputPipeline(
       source, global_batch_size=config.batch_size, seed=config.seed, strict=config.data.strict,
       allow_empty_labels=True, resample=config.data.resample or None,
-      stats_examples=config.data.stats_examples)
+      stats_examples=config.data.stats_examples, prefetch=config.data.prefetch)
   evaluation = pipeline_lib.InputPipeline(source, global_batch_size=config.eval.batch_size,
                                           seed=config.seed, strict=config.data.strict,
-                                          allow_empty_labels=True)
+                                          allow_empty_labels=True,
+                                          prefetch=config.data.prefetch)
   return train, evaluation
 
 

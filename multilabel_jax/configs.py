@@ -50,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.strict = False          # Raise on bad lines/labels (loading and batches), not count.
   c.data.resample = ""           # "", "mean" or "max": inverse-sqrt frequency resampling.
   c.data.stats_examples = 20_000  # Examples counted for label statistics of a stream.
+  c.data.prefetch = 2            # Batches read ahead by tf.data; 0: read in the loop's thread.
 
   c.objective = "softmax"
   c.objective_options = ml_collections.ConfigDict()

@@ -217,3 +217,31 @@ def test_hashtag_world_through_the_pipeline():
   got = np.concatenate([e["features"][e["mask"]] for e in ev])
   np.testing.assert_array_equal(got, w.read("validation", np.r_[8:16, 24:32])["features"])
   assert len(ev) == 3 and not ev[2]["mask"].any()
+
+
+def test_prefetch_0_reads_the_same_batches_without_tensorflow(monkeypatch):
+  """``prefetch=0`` (no tf.data) gives exactly tf.data's batches, and needs no TensorFlow."""
+  def batches(prefetch):
+    pipe = pl.InputPipeline(_source(), global_batch_size=8, seed=1, process_index=0,
+                            process_count=1, prefetch=prefetch)
+    return (list(pipe.train_iter(start_step=3, num_steps=5))
+            + list(pipe.eval_iter("validation")))
+
+  read_ahead = batches(2)
+  monkeypatch.setitem(__import__("sys").modules, "tensorflow", None)  # import fails
+  with pytest.raises(ImportError):
+    batches(2)
+  inline = batches(0)
+  assert len(inline) == len(read_ahead) == 5 + 13
+  for a, b in zip(read_ahead, inline):
+    assert a.keys() == b.keys()
+    for k in a:
+      assert a[k].dtype == b[k].dtype, k
+      np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, None])
+def test_prefetch_must_be_a_non_negative_int(bad):
+  with pytest.raises(ValueError, match="`prefetch` must be an int >= 0"):
+    pl.InputPipeline(_source(), global_batch_size=8, process_index=0, process_count=1,
+                     prefetch=bad)

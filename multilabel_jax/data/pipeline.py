@@ -251,7 +251,8 @@ class InputPipeline:
     num_train_examples: train on the first N examples (needed to resample or count an
       unbounded stream); default ``source.num_examples("train")``.
     stats_examples: examples counted by ``label_stats`` when the training split is unbounded.
-    prefetch: batches prepared ahead by tf.data.
+    prefetch: batches prepared ahead by tf.data; 0 reads each batch when it is asked for,
+      in the caller's thread, without TensorFlow (plain tracebacks; machines without it).
 
   Batches are dicts of numpy arrays: the source's inputs ``[b, ...]``, ``label_ids`` int32
   ``[b, max_labels]`` and, for evaluation, ``mask`` bool ``[b]`` (``b = B / process_count``).
@@ -267,6 +268,8 @@ class InputPipeline:
       process_index = jax.process_index() if process_index is None else process_index
       process_count = jax.process_count() if process_count is None else process_count
     _local_rows(global_batch_size, process_index, process_count)  # Validates.
+    if not isinstance(prefetch, int) or prefetch < 0:
+      raise ValueError(f"`prefetch` must be an int >= 0 (0: no tf.data), got {prefetch!r}.")
     if resample not in (None, "mean", "max"):
       raise ValueError(f"`resample` must be None, 'mean' or 'max', got {resample!r}.")
     self.source, self.info = source, source.info
@@ -382,7 +385,14 @@ class InputPipeline:
       yield self._finish(raw, self.eval_indices(split, b, max_examples)[1])
 
   def _prefetched(self, start: int, stop: int, read):
-    """Yields ``(step, raw batch)`` for steps in ``[start, stop)``, read ahead by tf.data."""
+    """Yields ``(step, raw batch)`` for steps in ``[start, stop)``, read ahead by tf.data
+    (``prefetch`` > 0) or in this thread."""
+    if self.prefetch == 0:  # The same arrays as tf.data's: the inputs and the label ids.
+      dtypes = {k: v.dtype for k, v in self.info.inputs.items()} | {"label_ids": np.int32}
+      for step in range(start, stop):
+        raw = read(step)
+        yield step, {k: np.asarray(raw[k], d) for k, d in dtypes.items()}
+      return
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     names = list(self.info.inputs) + ["label_ids"]
     dtypes = [tf.as_dtype(self.info.inputs[k].dtype) for k in self.info.inputs] + [tf.int32]

@@ -57,10 +57,16 @@ def compact(report: dict, digits: int = 5) -> dict:
   return report
 
 
+def hardware() -> str:
+  """What sets a run's speed: the CPU's cores and, if JAX runs on one, the accelerator."""
+  accelerator = "" if jax.default_backend() == "cpu" else f", {jax.devices()[0].device_kind}"
+  return f"{platform.machine()} CPU, {os.cpu_count()} cores{accelerator}"
+
+
 def machine() -> str:
   """A one-line description of this host (recorded with each run)."""
-  return (f"{platform.machine()} CPU, {os.cpu_count()} cores, {platform.system()}, Python "
-          f"{platform.python_version()}, jax {jax.__version__}")
+  return (f"{hardware()}, {platform.system()}, Python {platform.python_version()}, "
+          f"jax {jax.__version__}")
 
 
 def _write_json(path: pathlib.Path, data: dict) -> None:
@@ -70,8 +76,10 @@ def _write_json(path: pathlib.Path, data: dict) -> None:
   tmp.replace(path)  # Atomic: a killed sweep never leaves a half-written result.
 
 
-def run_one(run: Run, out, *, preset: str, scratch=None) -> dict:
-  """Trains (or fits the baseline), stores ``<out>/<group>/<name>.json``, returns it."""
+def run_one(run: Run, out, *, preset: str, scratch=None, prefetch: Optional[int] = None
+            ) -> dict:
+  """Trains (or fits the baseline), stores ``<out>/<group>/<name>.json``, returns it.
+  ``prefetch``: overrides the run's ``config.data.prefetch`` (0: no tf.data)."""
   start = time.time()
   if run.fit is not None:
     report = run.fit()
@@ -82,7 +90,10 @@ def run_one(run: Run, out, *, preset: str, scratch=None) -> dict:
   else:
     workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"{run.name}-", dir=scratch))
     try:
-      report = train.train_and_evaluate(run.make_config(), workdir)
+      config = run.make_config()
+      if prefetch is not None:
+        config.data.prefetch = prefetch
+      report = train.train_and_evaluate(config, workdir)
     finally:
       shutil.rmtree(workdir, ignore_errors=True)
   report = dict(report, sweep=dict(run.meta, group=run.group, name=run.name, preset=preset,
@@ -109,18 +120,68 @@ def format_plan(runs, out) -> str:
   return "\n".join(lines)
 
 
+def _claim_path(claims, run: Run) -> pathlib.Path:
+  return pathlib.Path(claims) / run.group / run.name
+
+
+def _claimed_elsewhere(claims, run: Run) -> bool:
+  """Whether a live process on this machine holds ``run``'s claim (stale ones are removed)."""
+  path = _claim_path(claims, run)
+  try:
+    pid = int(path.read_text() or 0)
+  except (FileNotFoundError, ValueError):
+    return False
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    path.unlink(missing_ok=True)  # Its process died without storing the run.
+    return False
+  except PermissionError:
+    pass
+  return pid != os.getpid()
+
+
+def claim(claims, run: Run) -> bool:
+  """Claims ``run`` for this process (atomic: one process of those sharing ``claims`` wins)."""
+  path = _claim_path(claims, run)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  _claimed_elsewhere(claims, run)  # Clears a dead process's claim.
+  try:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+  except FileExistsError:
+    return False
+  os.write(fd, str(os.getpid()).encode())
+  os.close(fd)
+  return True
+
+
+def in_flight(runs: Sequence[Run], out, claims) -> int:
+  """How many of ``runs`` other live processes are running now (claimed, not stored)."""
+  return sum(not r.path(out).exists() and _claimed_elsewhere(claims, r) for r in runs)
+
+
+def selected(runs: Sequence[Run], only: str) -> List[Run]:
+  """The runs whose name contains one of ``only``'s comma-separated parts, or whose group is
+  one of them (all runs if ``only`` is empty)."""
+  parts = [p for p in only.split(",") if p] or [""]
+  return [r for r in runs if any(p in r.name or p == r.group for p in parts)]
+
+
 def run_sweep(runs: Sequence[Run], out, *, preset: str, only: str = "", scratch=None,
-              dry_run: bool = False, shard: str = "0/1") -> List[str]:
+              dry_run: bool = False, shard: str = "0/1", prefetch: Optional[int] = None,
+              claims=None) -> List[str]:
   """Runs every run of ``runs`` (a preset's plan) whose result is missing; returns their names.
 
   ``shard``: "i/n" runs every n-th planned run from the i-th (parallel sweep processes).
+  ``claims``: a folder shared by sweep processes on one machine: each run goes to the first
+  process that claims it there (see :func:`claim`).
   """
   done = []
   index, _, count = shard.partition("/")
   index, count = int(index), int(count or 1)
   if not 0 <= index < count:
     raise ValueError(f"`shard` must be 'i/n' with 0 <= i < n, got {shard!r}.")
-  runs = [r for r in runs if only in r.name or only == r.group][index::count]
+  runs = selected(runs, only)[index::count]
   if dry_run and any(r.estimate_s for r in runs):
     print(format_plan(runs, out))
     return done
@@ -134,8 +195,15 @@ def run_sweep(runs: Sequence[Run], out, *, preset: str, only: str = "", scratch=
     if dry_run:
       print(f"to run: {run.group}/{run.name}")
       continue
+    if claims and not claim(claims, run):
+      logging.info("[%d/%d] %s: claimed by another process", i + 1, len(runs), run.name)
+      continue
     logging.info("[%d/%d] %s: running", i + 1, len(runs), run.name)
-    report = run_one(run, out, preset=preset, scratch=scratch)
+    try:
+      report = run_one(run, out, preset=preset, scratch=scratch, prefetch=prefetch)
+    finally:
+      if claims:
+        _claim_path(claims, run).unlink(missing_ok=True)
     print(f"[{i + 1}/{len(runs)}] {run.group}/{run.name}: "
           f"{report['sweep']['wall_seconds']:.0f} s, test P@1 "
           f"{report['test']['ranking']['precision_at_1']:.4f}", flush=True)
@@ -151,13 +219,19 @@ def main(plan: Callable[[str, str], Sequence[Run]], presets: Sequence[str],
   out = flags.DEFINE_string("out", "results", "Folder of the stored run reports.", **key)
   preset = flags.DEFINE_enum("preset", default_preset, list(presets),
                              "Steps, seeds and eval sizes.", **key)
-  only = flags.DEFINE_string("only", "", "Run only runs whose name contains this (or group).",
-                             **key)
+  only = flags.DEFINE_string("only", "", "Run only runs whose name contains this, or whose "
+                             "group is this (several: comma-separated).", **key)
   scratch = flags.DEFINE_string("scratch", None, "Where the temporary workdirs go.", **key)
   dry_run = flags.DEFINE_bool("dry_run", False, "List the runs still to do; train nothing.",
                               **key)
   shard = flags.DEFINE_string("shard", "0/1", "i/n: this process runs every n-th run from i.",
                               **key)
+  prefetch = flags.DEFINE_integer("prefetch", None, "Each run's data.prefetch: batches read "
+                                  "ahead by tf.data (0: none, for machines without "
+                                  "TensorFlow); default: the config's.", **key)
+  claims = flags.DEFINE_string("claims", "", "A folder shared by sweep processes on this "
+                                "machine: each takes the next unclaimed run, and waits while "
+                                "runs it could do next are in flight elsewhere.", **key)
   cache = flags.DEFINE_string("compilation_cache", "/tmp/multilabel_jax_jit_cache",
                               "JAX persistent compilation cache ('' to disable): seeds and "
                               "ambiguity levels reuse the compiled steps.", **key)
@@ -169,12 +243,20 @@ def main(plan: Callable[[str, str], Sequence[Run]], presets: Sequence[str],
       jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     ran = []
     while True:
-      new = run_sweep(plan(preset.value, out.value), out.value, preset=preset.value,
-                      only=only.value, scratch=scratch.value, dry_run=dry_run.value,
-                      shard=shard.value)
+      runs = plan(preset.value, out.value)
+      new = run_sweep(runs, out.value, preset=preset.value, only=only.value,
+                      scratch=scratch.value, dry_run=dry_run.value, shard=shard.value,
+                      prefetch=prefetch.value, claims=claims.value or None)
       ran += new
-      if not new:
+      if new:
+        continue
+      if dry_run.value or not claims.value:
         break
+      mine = selected(runs, only.value)
+      waiting = [r for r in mine if r.waits_for and not r.path(out.value).exists()]
+      if not (waiting and in_flight(mine, out.value, claims.value)):
+        break
+      time.sleep(10)  # Runs in flight elsewhere may make the waiting ones runnable.
     print(f"sweep: {len(ran)} runs done; results in {out.value}")
 
   app.run(_main)

@@ -166,14 +166,19 @@ def best_objective(out, row: str, objectives: Sequence[str], seeds: int
 
 def estimate_seconds(out, group: str, row: str, steps: int,
                      cost_model: Dict[str, Tuple[float, float]], objective: str = "") -> float:
-  """Expected wall seconds of one run: the median seconds per step of the stored runs of the
-  same group, row and objective (else of the group and row) once there are any, else
-  ``a + b * steps`` from ``cost_model[row] = (a, b)`` (fixed seconds, seconds per step)."""
+  """Expected wall seconds of one run here: the median seconds per step of the stored runs of
+  the same group, row and objective (else of the group and row) made on this hardware
+  (``sweep_runner.hardware``) once there are any, else ``a + b * steps`` from
+  ``cost_model[row] = (a, b)`` (fixed seconds, seconds per step)."""
+  from multilabel_jax.studies import sweep_runner  # pylint: disable=g-import-not-at-top
+  here = sweep_runner.hardware() + ","
   for prefix in ([f"{row}_{objective}_"] if objective else []) + [f"{row}_"]:
     per_step = []
     for path in (pathlib.Path(out) / group).glob(f"{prefix}*.json"):
       report = _load(path)
       sweep, train = report.get("sweep", {}), report.get("train", {})
+      if not sweep.get("machine", here).startswith(here):
+        continue  # Another machine's speed.
       if sweep.get("wall_seconds") and train.get("steps"):
         per_step.append(sweep["wall_seconds"] / train["steps"])
     if per_step:

@@ -1,0 +1,86 @@
+"""How the sweep runs: run selection, runs shared by processes (claims), per-hardware cost."""
+
+import json
+import os
+
+from multilabel_jax import builders, configs
+from multilabel_jax.studies import sweep_runner, tuning
+from multilabel_jax.studies.sweep_runner import Run
+
+
+def _report(p1=0.5):
+  return {"test": {"ranking": {"precision_at_1": p1}}}
+
+
+def _runs(names, fitted=None):
+  def fit(name):
+    def go():
+      if fitted is not None:
+        fitted.append(name)
+      return _report()
+    return go
+  return [Run("g", name, fit=fit(name)) for name in names]
+
+
+def test_only_takes_comma_separated_names_or_groups():
+  runs = _runs(["hw20k_a", "hw1k_b", "ambiguity_low_c", "debtags_d"])
+  names = lambda only: [r.name for r in sweep_runner.selected(runs, only)]  # noqa: E731
+  assert names("") == ["hw20k_a", "hw1k_b", "ambiguity_low_c", "debtags_d"]
+  assert names("hw") == ["hw20k_a", "hw1k_b"]
+  assert names("hw20k,ambiguity") == ["hw20k_a", "ambiguity_low_c"]
+  assert names("g") == names("")  # A group name.
+
+
+def test_a_run_is_claimed_once_and_a_dead_processs_claim_is_cleared(tmp_path):
+  run = _runs(["r"])[0]
+  assert sweep_runner.claim(tmp_path, run)
+  assert not sweep_runner.claim(tmp_path, run)  # Taken (by this process).
+  assert sweep_runner.in_flight([run], tmp_path / "out", tmp_path) == 0  # Not elsewhere.
+  path = tmp_path / "g" / "r"
+  path.write_text(str(os.getppid()))  # A live process holds it.
+  assert not sweep_runner.claim(tmp_path, run)
+  assert sweep_runner.in_flight([run], tmp_path / "out", tmp_path) == 1
+  pid = os.fork()
+  if pid == 0:
+    os._exit(0)
+  os.waitpid(pid, 0)
+  path.write_text(str(pid))  # Its process is gone: the claim is stale.
+  assert sweep_runner.in_flight([run], tmp_path / "out", tmp_path) == 0
+  assert sweep_runner.claim(tmp_path, run)
+
+
+def test_processes_sharing_claims_skip_each_others_runs_and_release_their_own(tmp_path):
+  fitted = []
+  runs = _runs(["a", "b", "c"], fitted)
+  claims, out = tmp_path / "claims", tmp_path / "out"
+  (claims / "g").mkdir(parents=True)
+  (claims / "g" / "b").write_text(str(os.getppid()))  # Another process runs b.
+  done = sweep_runner.run_sweep(runs, out, preset="p", claims=claims)
+  assert done == fitted == ["a", "c"]
+  assert sorted(p.name for p in (out / "g").iterdir()) == ["a.json", "c.json"]
+  assert sorted(p.name for p in (claims / "g").iterdir()) == ["b"]  # Its own are released.
+  assert sweep_runner.run_sweep(runs, out, preset="p") == ["b"]  # Without claims: all.
+
+
+def test_estimates_read_only_runs_made_on_this_hardware(tmp_path):
+  here = sweep_runner.machine()
+  assert here.startswith(sweep_runner.hardware() + ",")
+
+  def store(name, wall, machine):
+    path = tmp_path / tuning.TUNE / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"train": {"steps": 10},
+                                "sweep": {"wall_seconds": wall, "machine": machine}}))
+
+  store("hw1k_softmax_lr0.001_s0", 50.0, here)
+  store("hw1k_softmax_lr0.003_s0", 1.0, "x86_64 CPU, 16 cores, NVIDIA H200, Linux, Python 3.12")
+  model = {"hw1k": (30.0, 0.5)}
+  assert tuning.estimate_seconds(tmp_path, tuning.TUNE, "hw1k", 100, model, "softmax") == 500.0
+
+
+def test_data_prefetch_reaches_both_pipelines():
+  c = configs.base_config()
+  c.data.options.update(num_classes=64, num_validation=16, num_test=16)
+  c.data.prefetch = 0
+  train, evaluation = builders.build_pipelines(c, builders.build_source(c))
+  assert train.prefetch == evaluation.prefetch == 0
