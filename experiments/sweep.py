@@ -148,7 +148,8 @@ TUNED_PRESETS: Dict[str, Dict[str, Stages]] = {
                         length_check="softmax"),
         "debtags": Stages(tune=Scale(steps=235, seeds=1, num_evals=10),  # 2.5 epochs.
                           final=Scale(steps=940, seeds=3, num_evals=10),
-                          learning_rates=(3e-5, 1e-4, 3e-4),  # The MLP beside the wide path.
+                          # The wide path's rate; the MLP's rates follow in proportion.
+                          learning_rates=(0.3, 1.0, 3.0),
                           length_check="squared_hinge"),
         "hw1k": Stages(final=Scale(steps=2000, seeds=3, num_classes=1_000, **_HW),
                        choices_from="hw20k"),
@@ -227,17 +228,22 @@ def debtags_config(objective: str, seed: int, scale: Scale, variant: Optional[di
 def tuned_config(row: str, objective: str, seed: int, scale: Scale, setting: tuning.Setting,
                  stage: str):
   """A run of the tuned protocol: the row's config with the setting's learning rate and
-  objective options; the oracle is evaluated in the final and check runs."""
-  if row == "debtags":
+  objective options; the oracle is evaluated in the final and check runs. A setting that
+  diverges skips its non-finite updates (counted in the report) and loses on validation,
+  instead of stopping the sweep."""
+  if row == "debtags":  # Its wide path carries the ranking: every rate scales with its own.
     c = debtags_config(objective, seed, scale)
+    factor = setting.lr / c.optimizer.wide_lr
+    c.optimizer.wide_lr = setting.lr
+    c.optimizer.lr *= factor
+    c.optimizer.deep_lr_with_wide *= factor
   else:
     group_size, noise = AMBIGUITY[row.split("_")[1] if row.startswith("ambiguity") else "mid"]
     c = hashtag_config(objective, seed, scale, group_size=group_size, noise=noise,
                        oracle=stage in (tuning.FINAL, tuning.CHECK))
-  c.optimizer.lr = setting.lr
-  if c.optimizer.deep_lr_with_wide:  # debtags: the MLP's rate whether or not a wide path.
-    c.optimizer.deep_lr_with_wide = setting.lr
+    c.optimizer.lr = setting.lr
   c.objective_options.update(dict(setting.options))
+  c.nonfinite = "skip"
   return c
 
 

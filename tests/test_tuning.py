@@ -133,13 +133,16 @@ def test_a_tuned_run_trains_and_is_stored(tmp_path):
   assert stored["sweep"]["setting"] == "lr0.001" and stored["sweep"]["row"] == "hw1k"
 
 
-def test_debtags_tunes_the_mlps_rate_beside_the_wide_path(tmp_path):
+def test_debtags_tunes_the_wide_paths_rate_and_the_mlps_in_proportion(tmp_path):
   runs = _by_name(sweep.plan("tuned", tmp_path))
   names = [n for n in runs if n.startswith("debtags_sigmoid_") and runs[n].group == tuning.TUNE]
-  assert names == ["debtags_sigmoid_lr3e-05_s0", "debtags_sigmoid_lr0.0001_s0",
-                   "debtags_sigmoid_lr0.0003_s0"]
-  config = runs["debtags_sigmoid_lr3e-05_s0"].make_config()
-  assert config.optimizer.lr == config.optimizer.deep_lr_with_wide == 3e-5
+  assert names == ["debtags_sigmoid_lr0.3_s0", "debtags_sigmoid_lr1_s0", "debtags_sigmoid_lr3_s0"]
+  shipped = sweep.debtags.get_config("loss=sigmoid").optimizer
+  for name, factor in (("debtags_sigmoid_lr0.3_s0", 0.3), ("debtags_sigmoid_lr3_s0", 3.0)):
+    config = runs[name].make_config()
+    assert config.optimizer.wide_lr == pytest.approx(shipped.wide_lr * factor)
+    assert config.optimizer.deep_lr_with_wide == pytest.approx(shipped.deep_lr_with_wide * factor)
+    assert config.optimizer.lr == pytest.approx(shipped.lr * factor)
   assert config.head.wide and config.total_steps == 235 and not config.eval.oracle
   hw = runs["hw20k_softmax_lr0.003_s0"].make_config()
   assert hw.optimizer.lr == 3e-3 and hw.data.options.num_classes == 20_000
