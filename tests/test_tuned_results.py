@@ -69,6 +69,29 @@ def test_budget_verdict_stands_under_three_percent_and_is_marked_otherwise():
   assert "(+7.1%): **budget-limited**" in text and "test P@1 is 0.480" in text
 
 
+def test_the_seed_claims_are_judged_on_the_tuned_runs_alone_with_the_changed_verdicts():
+  from multilabel_jax.studies import claims  # pylint: disable=g-import-not-at-top
+  reports = _reports() + [_final("ambiguity_low", "softmax", 0, val=0.5, test=0.5, regrets={})]
+  evidence = tuned_results.Evidence(tuned_results.Tuned(reports, ROWS, sweep.OBJECTIVES),
+                                    report_lib.ROWS)
+  assert evidence.rows() == ["hw20k"]  # Ambiguity rows feed claim 3's levels only.
+  assert list(evidence.amb) == [("low", "softmax")]
+  _, _, verdict, body = claims.claim1(evidence)
+  text = "\n".join(body)
+  assert "| hw20k P@1 | 0.4500 ± 0.0000 | 0.4700 ± 0.0000 |" in text and "debtags" not in text
+  assert "refutes" in text  # P@1: softmax below sigmoid on all 3 seeds.
+  assert verdict == "inconclusive"  # mAP ties.
+  rep = report_lib.Report(reports)  # No shrunk runs: their claims are not run.
+  text = "\n".join(rep.claims())
+  assert text.index("## The seed claims, from the tuned runs") < text.index(
+      "## The seed claims (earlier shrunk runs")
+  assert "### Claim 1 (tuned)" in text and "rows so far: hw20k" in text
+  assert "| 1 | not run | inconclusive | **changed** |" in text
+  assert "| 5 | not run | not run | same |" in text
+  assert "Seed claims from the tuned runs (rows so far: hw20k): 1: **inconclusive**" in (
+      rep.readme_section())
+
+
 def test_claim6_names_the_closest_decoder_per_objective_with_a_paired_verdict():
   t = tuned_results.Tuned(_reports(), ROWS, sweep.OBJECTIVES)
   claim, _, verdict, body = tuned_results.claim6(t)

@@ -130,7 +130,8 @@ def claim3(rep):
                             lambda r, k=k: rs.average_k_error(r, k), higher=False)
       body.append(cells)
       primary.append(v)
-  mid_is_hw1k = _same_runs(rep.amb.get(("mid", "softmax"), {}), rep.runs("hw1k", "softmax"))
+  mid, hw1k = rep.amb.get(("mid", "softmax"), {}), rep.runs("hw1k", "softmax")
+  mid_is_hw1k = _same_runs(mid, hw1k)
   for row in rep.rows():
     if row == "hw1k" and mid_is_hw1k:
       continue
@@ -181,7 +182,9 @@ def claim3(rep):
   lines += [f"More ambiguity, larger gain: (gain at high) - (gain at low) in average-K "
             f"error at K = 3 (gain = softmax error - two_head error): {amb_diff.fmt(4)} "
             f"over {amb_diff.n} seeds, **{amb_v}**.", ""]
-  if mid_is_hw1k:
+  if mid_is_hw1k and mid is hw1k:
+    lines += ["Level mid is the simulator's default: its runs are the hw1k row's.", ""]
+  elif mid_is_hw1k:
     lines += ["Level mid is the simulator's default and the hw1k row's setting: its runs "
               "reproduce the hw1k row's test numbers exactly (same seeds, a determinism "
               "check), so the hw1k row is not listed twice.", ""]
@@ -293,8 +296,8 @@ def claim5(rep):
       body.append([name, s.fmt(4), f"{base:.4f}", f"{s.mean - base:+.4f}", v])
   lines = _tuning_lines(rep)
   lines += [f"Best configuration on debtags by mean **validation** P@1 (chosen before "
-           f"looking at test): **{best}** ({len(b)} seed(s)), among the shrunk sweep runs "
-           "and the full-schedule runs (group `long`). Test metrics:", ""]
+           f"looking at test): **{best}** ({len(b)} seed(s)), {rep.candidates}. Test "
+           "metrics:", ""]
   rows = []
   by_val = sorted(runs.items(), key=lambda kv: -rs.stat(kv[1], rs.final_validation).mean)
   for (o, _), v in by_val[:6]:

@@ -40,6 +40,8 @@ COMMAND = ("python -m experiments.sweep --out=results && "
 class Report:
   """Builds the document from the stored reports."""
 
+  candidates = "among the shrunk sweep runs and the full-schedule runs (group `long`)"
+
   def __init__(self, reports: List[dict]):
     self.reports = reports
     self.main = rs.by_key(reports, "main", ("dataset", "objective"))
@@ -49,6 +51,8 @@ class Report:
     self.baseline = next((r for r in reports if r.get("sweep", {}).get("group") == "baseline"),
                          None)
     self.tuned = tuned_results.Tuned(reports, sweep.TUNED_PRESETS["tuned"], sweep.OBJECTIVES)
+    self.evidence = tuned_results.Evidence(self.tuned, ROWS, self.baseline)
+    self.verdicts, self.tuned_verdicts = {}, {}
 
   def runs(self, row, objective) -> Dict[int, dict]:
     return self.main.get((row, objective), {})
@@ -153,13 +157,34 @@ class Report:
             + rs.table(["objective", "decoder"] + [n for n, _ in SETS], body) + ["</details>", ""])
 
   def claims(self) -> List[str]:
-    lines = ["## The seed claims", ""]
-    self.verdicts = {}
+    """The seed claims from the tuned runs (once any row has them), with the verdicts that
+    changed, then from the earlier shrunk runs."""
+    lines = []
+    if self.evidence.rows():
+      rows = ", ".join(self.evidence.rows())
+      lines += ["## The seed claims, from the tuned runs", "",
+                f"Judged on the tuned protocol's final runs only (rows so far: {rows}); a "
+                "comparison whose runs are not stored yet reads *not run*.", ""]
+      lines += self._claims(self.evidence, self.tuned_verdicts, "Claim {} (tuned)")
+    lines += ["## The seed claims" + (" (earlier shrunk runs: one shared learning rate)"
+                                      if self.tuned_verdicts else ""), ""]
+    lines += self._claims(self, self.verdicts, "Claim {}")
+    if self.tuned_verdicts:
+      body = [[str(i), self.verdicts[i], self.tuned_verdicts[i],
+               "same" if self.verdicts[i] == self.tuned_verdicts[i] else "**changed**"]
+              for i in self.verdicts]
+      lines += ["### Verdicts: shrunk runs against tuned runs", ""]
+      lines += rs.table(["claim", "shrunk runs", "tuned runs", ""], body)
+    return lines
+
+  @staticmethod
+  def _claims(source, verdicts: Dict[int, str], title: str) -> List[str]:
+    lines = []
     for i, fn in enumerate(claims_lib.CLAIMS, 1):
-      claim, evidence, v, body = fn(self)
-      self.verdicts[i] = v
-      lines += [f"### Claim {i}", "", f"> {claim}", "", f"Evidence: {evidence}", ""] + body
-      lines += [f"**Verdict: {v}.**", ""]
+      claim, evidence, v, body = fn(source)
+      verdicts[i] = v
+      lines += [f"### {title.format(i)}", "", f"> {claim}", "", f"Evidence: {evidence}", ""]
+      lines += body + [f"**Verdict: {v}.**", ""]
     return lines
 
   # ------------------------------------------------------------------ document
@@ -214,7 +239,12 @@ class Report:
                      f"{rs.ranking(self.baseline, 'map'):.3f}" if row == "debtags" else "-"
                      for row in self.rows()])
     lines += rs.table(["objective"] + [ROW_TITLES[r] for r in self.rows()], body)
-    lines += ["Seed claims: " + "; ".join(f"{i}: **{v}**" for i, v in self.verdicts.items())
+    if self.tuned_verdicts:
+      lines += ["Seed claims from the tuned runs (rows so far: "
+                f"{', '.join(self.evidence.rows())}): " + "; ".join(
+                    f"{i}: **{v}**" for i, v in self.tuned_verdicts.items()) + "."]
+    lines += [("Seed claims from the earlier shrunk runs: " if self.tuned_verdicts else
+               "Seed claims: ") + "; ".join(f"{i}: **{v}**" for i, v in self.verdicts.items())
               + " (see RESULTS.md).", "", "## Which loss and decoder should I use?", ""]
     tuned = tuned_results.advice(self.tuned)
     if tuned:

@@ -62,6 +62,30 @@ class Tuned:
         tuning.val_p1(r) for r in self.runs(row, o).values())) if objs else None
 
 
+class Evidence:
+  """The tuned final runs in the shape the five seed claims read
+  (:mod:`multilabel_jax.studies.claims`): ``runs(row, objective)``, ``rows()``, the ambiguity
+  levels ``amb`` (low and high from their rows; mid is the hw1k row, the simulator's
+  default) and the OvR ``baseline``; the shrunk sweep's ``long`` and ``tune`` groups have no
+  tuned counterpart (each objective is tuned and trained at its row's final length)."""
+
+  candidates = "among the tuned final runs (each objective at its chosen setting)"
+
+  def __init__(self, t: Tuned, rows: Sequence[str], baseline: Optional[dict] = None):
+    self.tuned, self._rows, self.baseline = t, rows, baseline
+    self.amb = {(level, objective): t.runs(row, objective)
+                for level, row in (("low", "ambiguity_low"), ("mid", "hw1k"),
+                                   ("high", "ambiguity_high"))
+                for objective in ("softmax", "two_head") if t.runs(row, objective)}
+    self.long, self.tune = {}, {}
+
+  def runs(self, row: str, objective: str) -> Dict[int, dict]:
+    return self.tuned.runs(row, objective)
+
+  def rows(self) -> List[str]:
+    return [row for row in self._rows if row in self.tuned.rows()]
+
+
 def _prediction_f1(report) -> float:
   return rs.decoder(report, report.get("predict", {}).get("decoder", ""), "f1_micro")
 
