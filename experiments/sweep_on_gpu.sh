@@ -7,8 +7,9 @@
 #
 # Arguments: the sweep's --only filter (default: hw,ambiguity, the hashtag_world rows) and
 # the number of processes (default 8). Runs already stored in results/ are copied to
-# $OUT/results first and skipped; new runs land in $OUT/results/<group>/ (copy them back into
-# results/). PRESET (default tuned) picks the sweep's preset.
+# $OUT/results first and skipped (RESULTS: another folder of them); new runs land in
+# $OUT/results/<group>/ (copy them back into results/). PRESET (default tuned) picks the
+# sweep's preset.
 #
 # The device image this was written for has JAX (CUDA), flax, optax and orbax but no
 # TensorFlow, ml_collections or clu: wheels of the last two (pure Python) and of wrapt (clu's
@@ -25,7 +26,7 @@ PRESET=${PRESET:-tuned}
 PROCS=${2:-8}
 OUT=${OUT:-/tmp/gpu_sweep}
 mkdir -p "$OUT/results" "$OUT/logs"
-rm -rf /tmp/sweep_claims
+CLAIMS=$(mktemp -d /tmp/sweep_claims.XXXXXX)
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 XLA_PYTHON_CLIENT_PREALLOCATE=false
 export JAX_DEFAULT_MATMUL_PRECISION=highest
 PY=${PYTHON:-python3}
@@ -53,13 +54,14 @@ PYEOF
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 $PY -c "import jax; print(jax.__version__, jax.devices())" 2>&1 | tee "$OUT/logs/jax.txt"
-for group in results/tuned_*; do
-  [ -d "$group" ] && mkdir -p "$OUT/$group" && cp -n "$group"/*.json "$OUT/$group/" 2>/dev/null
+for group in "${RESULTS:-results}"/tuned_*; do
+  [ -d "$group" ] && mkdir -p "$OUT/results/${group##*/}" \
+    && cp -n "$group"/*.json "$OUT/results/${group##*/}/" 2>/dev/null
 done
 for ((i = 0; i < PROCS; i++)); do
   $PY -m experiments.sweep --preset="$PRESET" --out="$OUT/results" --only="$ONLY" \
-    --claims=/tmp/sweep_claims --scratch=/tmp "${PREFETCH[@]}" > "$OUT/logs/worker$i.log" 2>&1 &
+    --claims="$CLAIMS" --scratch=/tmp "${PREFETCH[@]}" > "$OUT/logs/worker$i.log" 2>&1 &
   sleep 2  # Staggered: the first claims are taken in order.
 done
 wait
-grep -h "test P@1" "$OUT"/logs/worker*.log | sort
+grep -h "test P@1" "$OUT"/logs/worker*.log | sort || true

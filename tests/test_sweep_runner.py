@@ -2,7 +2,12 @@
 
 import json
 import os
+import subprocess
+import sys
 
+import pytest
+
+from experiments import sweep
 from multilabel_jax import builders, configs
 from multilabel_jax.studies import sweep_runner, tuning
 from multilabel_jax.studies.sweep_runner import Run
@@ -40,11 +45,9 @@ def test_a_run_is_claimed_once_and_a_dead_processs_claim_is_cleared(tmp_path):
   path.write_text(str(os.getppid()))  # A live process holds it.
   assert not sweep_runner.claim(tmp_path, run)
   assert sweep_runner.in_flight([run], tmp_path / "out", tmp_path) == 1
-  pid = os.fork()
-  if pid == 0:
-    os._exit(0)
-  os.waitpid(pid, 0)
-  path.write_text(str(pid))  # Its process is gone: the claim is stale.
+  gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                        capture_output=True, text=True, check=True).stdout.strip()
+  path.write_text(gone)  # Its process has exited: the claim is stale.
   assert sweep_runner.in_flight([run], tmp_path / "out", tmp_path) == 0
   assert sweep_runner.claim(tmp_path, run)
 
@@ -84,3 +87,39 @@ def test_data_prefetch_reaches_both_pipelines():
   c.data.prefetch = 0
   train, evaluation = builders.build_pipelines(c, builders.build_source(c))
   assert train.prefetch == evaluation.prefetch == 0
+
+
+_NO_TENSORFLOW = '''import runpy, sys
+for name in ("tensorflow", "tensorboard", "tensorflow_datasets"):
+  sys.modules[name] = None  # As on a GPU image without them: importing fails.
+flag, target, *rest = sys.argv[1:]
+sys.argv = [target] + rest
+if flag == "-c":
+  exec(compile(target, "<string>", "exec"))
+else:
+  runpy.run_module(target, run_name="__main__", alter_sys=True)
+'''
+
+
+@pytest.mark.slow  # Two sweep processes on the tiny tuned preset: about a minute.
+def test_sweep_on_gpu_script_shares_the_runs_without_tensorflow(tmp_path):
+  """experiments/sweep_on_gpu.sh on a machine without TensorFlow (a python that cannot import
+  it): every run of the preset stored once, each read without tf.data."""
+  python = tmp_path / "python"
+  (tmp_path / "no_tf.py").write_text(_NO_TENSORFLOW)
+  python.write_text(f'#!/bin/bash\nexec {sys.executable} {tmp_path / "no_tf.py"} "$@"\n')
+  python.chmod(0o755)
+  out = tmp_path / "out"
+  env = dict(os.environ, PYTHON=str(python), PRESET="tuned_tiny", OUT=str(out),
+             RESULTS=str(tmp_path / "none stored"))
+  done = subprocess.run(["bash", "experiments/sweep_on_gpu.sh", "hw1k,ambiguity", "2"],
+                        env=env, capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stderr[-2000:]
+  planned = sweep_runner.selected(sweep.plan("tuned_tiny", out / "results"), "hw1k,ambiguity")
+  stored = [r for r in planned if r.path(out / "results").exists()]
+  assert len(stored) == len(planned) > 10
+  ran = [line for log in (out / "logs").glob("worker*.log")
+         for line in log.read_text().splitlines() if ": running" in line]
+  assert len(ran) == len(planned)  # None twice.
+  for run in stored:
+    assert json.loads(run.path(out / "results").read_text())["config"]["data"]["prefetch"] == 0
