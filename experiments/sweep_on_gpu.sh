@@ -17,8 +17,9 @@
 # their batches without tf.data (`--prefetch=0`, the same batches) and clu's TensorBoard
 # writer is replaced by a no-op for these processes only; the metrics still go to the log and
 # the stored report. Matrix products run in true float32 (`JAX_DEFAULT_MATMUL_PRECISION=
-# highest`), as on the CPU, not in TF32. Measured on an H200 with 12 processes: 5.2-6.6
-# steps/s each at hashtag_world 20k (docs/PERFORMANCE.md), host-bound.
+# highest`), as on the CPU, not in TF32. Measured on an H200 with 12 processes, before each
+# had its share of BLAS threads: 5.2-6.6 steps/s each at hashtag_world 20k
+# (docs/PERFORMANCE.md), host-bound.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 ONLY=${1:-hw,ambiguity}
@@ -29,6 +30,10 @@ mkdir -p "$OUT/results" "$OUT/logs"
 CLAIMS=$(mktemp -d /tmp/sweep_claims.XXXXXX)
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 XLA_PYTHON_CLIENT_PREALLOCATE=false
 export JAX_DEFAULT_MATMUL_PRECISION=highest
+# Each process's NumPy BLAS (the simulator's batches, the oracle) gets its share of the host's
+# cores: N processes with a thread per core each would oversubscribe it N times.
+THREADS=$(( $(nproc) / PROCS > 0 ? $(nproc) / PROCS : 1 ))
+export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 PY=${PYTHON:-python3}
 if [ -d .whl ] && ! $PY -c "import ml_collections, clu, wrapt" 2>/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
