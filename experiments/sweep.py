@@ -144,7 +144,9 @@ TUNED_PRESETS: Dict[str, Dict[str, Stages]] = {
         # chose lr 1e-2 at 600 and at 1,200 steps, 3e-3 at 2,400; those runs are in the git
         # history of results/tuned_tune and results/tuned_length).
         "hw20k": Stages(tune=Scale(steps=2400, seeds=1, num_classes=20_000, **_HW),
-                        final=Scale(steps=2400, seeds=3, num_classes=20_000, **_HW)),
+                        final=Scale(steps=2400, seeds=3, num_classes=20_000, **_HW),
+                        note="tuned at the final length: tuning at 600 and at 1,200 steps "
+                        "chose another learning rate than 2,400 steps"),
         "debtags": Stages(tune=Scale(steps=235, seeds=1, num_evals=10),  # 2.5 epochs.
                           final=Scale(steps=940, seeds=3, num_evals=10),
                           # The wide path's rate; the MLP's rates follow in proportion.

@@ -184,6 +184,8 @@ def test_the_results_section_counts_tune_runs_and_shows_a_choice_once_the_grid_i
   assert "| hw20k | sigmoid | 5 of 5 | lr0.03 (0.700), lr at the edge | 0 of 3 |" in "\n".join(
       tuning.section(reports, rows, **kw))
   assert "| hw1k | sigmoid |" not in text  # Nothing of hw1k is stored yet.
+  assert "hw20k tuned at 2400 steps, final 2400 steps x 3 seeds (tuned at the final" in text
+  assert "hw1k hw20k's choices, final 2000 steps x 3 seeds" in text
   for lr, p1 in (("0.0003", 0.1), ("0.001", 0.2), ("0.003", 0.3), ("0.01", 0.2)):
     reports.append(stored("hw20k", "softmax", f"lr{lr}", p1))
   hw20k = rows["hw20k"]  # As if it tuned at 600 steps, checked on softmax at 2400.

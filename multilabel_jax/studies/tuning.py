@@ -197,7 +197,7 @@ class Stages:
   objectives: Optional[Tuple[str, ...]] = None
   learning_rates: Optional[Tuple[float, ...]] = None  # Else the protocol's.
   length_check: str = ""      # The objective whose grid also runs at the final length.
-  note: str = ""              # Why a row is cut (shown by the report).
+  note: str = ""              # Why a row is cut or tuned as it is (shown by the report).
 
 
 def plan(rows: Dict[str, Stages], out, *, objectives: Sequence[str], learning_rates,
@@ -261,6 +261,13 @@ def _maker(make_config, row, objective, seed, scale, setting, stage):
   return lambda: make_config(row, objective, seed, scale, setting, stage)
 
 
+def _lengths(row: str, st: Stages) -> str:
+  tuned = (f"tuned at {st.tune.steps} steps" if st.tune else
+           f"{st.choices_from}'s choices")
+  return (f"{row} {tuned}, final {st.final.steps} steps x {st.final.seeds} seeds"
+          + (f" ({st.note})" if st.note else ""))
+
+
 def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Sequence[str],
             learning_rates, hyperparameters) -> List[str]:
   """RESULTS.md's account of the tuned protocol so far (empty before its first stored run):
@@ -286,6 +293,7 @@ def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Seq
            "expected time. A learning rate chosen at the edge of its grid grows the grid by one "
            f"step past that edge (at most {MAX_EXTENSIONS} steps); a choice still at the edge "
            "after that is marked.", "",
+           "Lengths: " + "; ".join(_lengths(row, st) for row, st in rows.items()) + ".", "",
            "| row | objective | tune runs | chosen (val P@1) | final seeds |",
            "|---|---|---|---|---|"]
   for row, st in rows.items():
