@@ -9,7 +9,9 @@
 # the number of processes (default 8). Runs already stored in results/ are copied to
 # $OUT/results first and skipped (RESULTS: another folder of them); new runs land in
 # $OUT/results/<group>/ (copy them back into results/). PRESET (default tuned) picks the
-# sweep's preset.
+# sweep's preset. ARCHIVE=path.tgz also keeps a tarball of $OUT's results and logs there,
+# rewritten every minute and at the end, for machines that return one file more easily than
+# hundreds (it is complete up to the last minute if the job is killed).
 #
 # The device image this was written for has JAX (CUDA), flax, optax and orbax but no
 # TensorFlow, ml_collections or clu: wheels of the last two (pure Python) and of wrapt (clu's
@@ -63,10 +65,22 @@ for group in "${RESULTS:-results}"/tuned_*; do
   [ -d "$group" ] && mkdir -p "$OUT/results/${group##*/}" \
     && cp -n "$group"/*.json "$OUT/results/${group##*/}/" 2>/dev/null
 done
+archive() {
+  [ -n "${ARCHIVE:-}" ] && tar czf "$ARCHIVE.tmp" -C "$OUT" results logs \
+    && mv "$ARCHIVE.tmp" "$ARCHIVE"
+}
+if [ -n "${ARCHIVE:-}" ]; then
+  (while sleep 60; do archive; done) &
+  ARCHIVER=$!
+fi
+PIDS=()
 for ((i = 0; i < PROCS; i++)); do
   $PY -m experiments.sweep --preset="$PRESET" --out="$OUT/results" --only="$ONLY" \
     --claims="$CLAIMS" --scratch=/tmp "${PREFETCH[@]}" > "$OUT/logs/worker$i.log" 2>&1 &
+  PIDS+=($!)
   sleep 2  # Staggered: the first claims are taken in order.
 done
-wait
+wait "${PIDS[@]}"
+[ -n "${ARCHIVER:-}" ] && kill "$ARCHIVER"
+archive
 grep -h "test P@1" "$OUT"/logs/worker*.log | sort || true

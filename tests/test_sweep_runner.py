@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 
 import pytest
 
@@ -111,7 +112,7 @@ def test_sweep_on_gpu_script_shares_the_runs_without_tensorflow(tmp_path):
   python.chmod(0o755)
   out = tmp_path / "out"
   env = dict(os.environ, PYTHON=str(python), PRESET="tuned_tiny", OUT=str(out),
-             RESULTS=str(tmp_path / "none stored"))
+             RESULTS=str(tmp_path / "none stored"), ARCHIVE=str(tmp_path / "runs.tgz"))
   done = subprocess.run(["bash", "experiments/sweep_on_gpu.sh", "hw1k,ambiguity", "2"],
                         env=env, capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-2000:]
@@ -123,3 +124,6 @@ def test_sweep_on_gpu_script_shares_the_runs_without_tensorflow(tmp_path):
   assert len(ran) == len(planned)  # None twice.
   for run in stored:
     assert json.loads(run.path(out / "results").read_text())["config"]["data"]["prefetch"] == 0
+  with tarfile.open(tmp_path / "runs.tgz") as archive:  # The same runs, in one file.
+    archived = {m.name for m in archive.getmembers() if m.name.endswith(".json")}
+  assert archived == {str(r.path(out / "results").relative_to(out)) for r in stored}
