@@ -198,6 +198,9 @@ def run_sweep(runs: Sequence[Run], out, *, preset: str, only: str = "", scratch=
     if claims and not claim(claims, run):
       logging.info("[%d/%d] %s: claimed by another process", i + 1, len(runs), run.name)
       continue
+    if claims and run.path(out).exists():  # Stored by another process since the check above.
+      _claim_path(claims, run).unlink(missing_ok=True)
+      continue
     logging.info("[%d/%d] %s: running", i + 1, len(runs), run.name)
     try:
       report = run_one(run, out, preset=preset, scratch=scratch, prefetch=prefetch)
