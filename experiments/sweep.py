@@ -147,11 +147,12 @@ TUNED_PRESETS: Dict[str, Dict[str, Stages]] = {
                         final=Scale(steps=2400, seeds=3, num_classes=20_000, **_HW),
                         note="tuned at the final length: tuning at 600 and at 1,200 steps "
                         "chose another learning rate than 2,400 steps"),
-        "debtags": Stages(tune=Scale(steps=235, seeds=1, num_evals=10),  # 2.5 epochs.
+        "debtags": Stages(tune=Scale(steps=940, seeds=1, num_evals=10),
                           final=Scale(steps=940, seeds=3, num_evals=10),
                           # The wide path's rate; the MLP's rates follow in proportion.
                           learning_rates=(0.3, 1.0, 3.0),
-                          length_check="squared_hinge"),
+                          note="tuned at the final length: tuning at 235 steps chose the "
+                          "wide rate 10 for squared_hinge, 940 steps chose 1"),
         "hw1k": Stages(final=Scale(steps=2000, seeds=3, num_classes=1_000, **_HW),
                        choices_from="hw20k"),
         "ambiguity_low": Stages(final=Scale(steps=2000, seeds=3, num_classes=1_000, **_HW),

@@ -144,7 +144,7 @@ def test_debtags_tunes_the_wide_paths_rate_and_the_mlps_in_proportion(tmp_path):
     assert config.optimizer.wide_lr == pytest.approx(shipped.wide_lr * factor)
     assert config.optimizer.deep_lr_with_wide == pytest.approx(shipped.deep_lr_with_wide * factor)
     assert config.optimizer.lr == pytest.approx(shipped.lr * factor)
-  assert config.head.wide and config.total_steps == 235 and not config.eval.oracle
+  assert config.head.wide and config.total_steps == 940 and not config.eval.oracle
   hw = runs["hw20k_softmax_lr0.003_s0"].make_config()
   assert hw.optimizer.lr == 3e-3 and hw.data.options.num_classes == 20_000
   for name, run in runs.items():  # Every tune config builds: options keep their own type.
