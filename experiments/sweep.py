@@ -140,9 +140,6 @@ OBJECTIVE_HYPERPARAMETERS = {"asl": ("gamma_neg", (2.0, 4.0)), "focal": ("gamma"
 _HW = dict(num_validation=1000, num_test=2000, num_evals=10, widths=(256,))  # The main job's.
 TUNED_PRESETS: Dict[str, Dict[str, Stages]] = {
     "tuned": {  # The 2-core CPU.
-        # Tuned at the final length: shorter tuning failed its length check twice (softmax
-        # chose lr 1e-2 at 600 and at 1,200 steps, 3e-3 at 2,400; those runs are in the git
-        # history of results/tuned_tune and results/tuned_length).
         "hw20k": Stages(tune=Scale(steps=2400, seeds=1, num_classes=20_000, **_HW),
                         final=Scale(steps=2400, seeds=3, num_classes=20_000, **_HW),
                         note="tuned at the final length: tuning at 600 and at 1,200 steps "

@@ -141,8 +141,9 @@ def _claimed_elsewhere(claims, run: Run) -> bool:
   return pid != os.getpid()
 
 
-def claim(claims, run: Run) -> bool:
-  """Claims ``run`` for this process (atomic: one process of those sharing ``claims`` wins)."""
+def claim(claims, run: Run, out=None) -> bool:
+  """Claims ``run`` for this process (atomic: one process of those sharing ``claims`` wins);
+  False also when ``run`` turns out stored in ``out`` by the time its claim is held."""
   path = _claim_path(claims, run)
   path.parent.mkdir(parents=True, exist_ok=True)
   _claimed_elsewhere(claims, run)  # Clears a dead process's claim.
@@ -152,6 +153,9 @@ def claim(claims, run: Run) -> bool:
     return False
   os.write(fd, str(os.getpid()).encode())
   os.close(fd)
+  if out is not None and run.path(out).exists():  # Stored by another process meanwhile.
+    path.unlink(missing_ok=True)
+    return False
   return True
 
 
@@ -195,11 +199,8 @@ def run_sweep(runs: Sequence[Run], out, *, preset: str, only: str = "", scratch=
     if dry_run:
       print(f"to run: {run.group}/{run.name}")
       continue
-    if claims and not claim(claims, run):
+    if claims and not claim(claims, run, out):
       logging.info("[%d/%d] %s: claimed by another process", i + 1, len(runs), run.name)
-      continue
-    if claims and run.path(out).exists():  # Stored by another process since the check above.
-      _claim_path(claims, run).unlink(missing_ok=True)
       continue
     logging.info("[%d/%d] %s: running", i + 1, len(runs), run.name)
     try:
