@@ -227,9 +227,11 @@ def debtags_config(objective: str, seed: int, scale: Scale, variant: Optional[di
 def tuned_config(row: str, objective: str, seed: int, scale: Scale, setting: tuning.Setting,
                  stage: str):
   """A run of the tuned protocol: the row's config with the setting's learning rate and
-  objective options; the oracle is evaluated in the final and check runs. A setting that
+  objective options. The oracle is evaluated in every stage, so a row tuned at its final
+  length takes its chosen tune run as the final seed 0 (``tuning.plan``). A setting that
   diverges skips its non-finite updates (counted in the report) and loses on validation,
   instead of stopping the sweep."""
+  del stage  # The same config in every stage.
   if row == "debtags":  # Its wide path carries the ranking: every rate scales with its own.
     c = debtags_config(objective, seed, scale)
     factor = setting.lr / c.optimizer.wide_lr
@@ -238,8 +240,7 @@ def tuned_config(row: str, objective: str, seed: int, scale: Scale, setting: tun
     c.optimizer.deep_lr_with_wide *= factor
   else:
     group_size, noise = AMBIGUITY[row.split("_")[1] if row.startswith("ambiguity") else "mid"]
-    c = hashtag_config(objective, seed, scale, group_size=group_size, noise=noise,
-                       oracle=stage in (tuning.FINAL, tuning.CHECK))
+    c = hashtag_config(objective, seed, scale, group_size=group_size, noise=noise)
     c.optimizer.lr = setting.lr
   c.objective_options.update(dict(setting.options))
   c.nonfinite = "skip"

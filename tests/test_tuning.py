@@ -56,7 +56,7 @@ def test_finals_wait_for_the_tune_runs_then_take_the_best_validation_setting(tmp
     assert config.optimizer.lr == 1e-3 and config.eval.oracle
   assert config.data.options.group_size == sweep.AMBIGUITY["low"][0]
   assert runs["hw1k_asl_s0"].waits_for == "6 tune runs of hw1k"
-  assert not runs["hw1k_softmax_lr0.001_s0"].make_config().eval.oracle  # Tune: no oracle.
+  assert runs["hw1k_softmax_lr0.001_s0"].make_config().eval.oracle  # As the final runs do.
   for lr, p1 in (("0.0003", 0.1), ("0.001", 0.2), ("0.003", 0.4)):  # Longer: a larger lr wins.
     _store(tmp_path, tuning.LENGTH, f"hw1k_softmax_lr{lr}_long_s0", p1)
   assert tuning.length_check(tmp_path, "hw1k", "softmax", sweep.LEARNING_RATES, {}) == {
@@ -108,6 +108,37 @@ def test_a_choice_at_the_edge_grows_the_grid_one_step_of_its_pattern_at_a_time(t
   assert runs["hw1k_softmax_lr0.01_s0"].make_config().optimizer.lr == 0.01
   assert runs["hw1k_softmax_lr0.01_long_s0"].group == tuning.LENGTH
   assert runs["hw1k_softmax_s0"].waits_for == "1 tune runs of hw1k"
+
+
+def test_a_row_tuned_at_its_final_length_takes_the_chosen_tune_run_as_seed_0(tmp_path):
+  runs = _by_name(sweep.plan("tuned_tiny", tmp_path))  # hw1k: tune and final lengths agree.
+  waiting = runs["hw1k_softmax_s0"]
+  assert waiting.fit is not None and waiting.estimate_s == 0.0 and waiting.waits_for
+  assert runs["hw1k_softmax_s1"].fit is None and runs["hw1k_softmax_s1"].estimate_s > 0
+  assert runs["ambiguity_low_softmax_s0"].fit is None  # Another row's choices: trained.
+  for lr, p1 in (("0.0003", 0.1), ("0.001", 0.3), ("0.003", 0.2)):
+    run = runs[f"hw1k_softmax_lr{lr}_s0"]
+    config = json.loads(run.make_config().to_json_best_effort())
+    config["data"]["prefetch"] = 0  # Read another way, the same batches: still the same run.
+    _store(tmp_path, tuning.TUNE, run.name, p1)
+    path = run.path(tmp_path)
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), config=config,
+                                    test={"p1": p1})))
+  runs = _by_name(sweep.plan("tuned_tiny", tmp_path))
+  reused = runs["hw1k_softmax_s0"]
+  assert reused.meta["reused"] == "tuned_tune/hw1k_softmax_lr0.001_s0" and not reused.waits_for
+  report = sweep_runner.run_one(reused, tmp_path, preset="tuned_tiny")
+  stored = json.loads(reused.path(tmp_path).read_text())
+  assert stored == report and stored["test"] == {"p1": 0.3}
+  assert stored["sweep"]["name"] == "hw1k_softmax_s0" and stored["sweep"]["seed"] == 0
+  assert stored["sweep"]["reused"] == "tuned_tune/hw1k_softmax_lr0.001_s0"
+  _store(tmp_path, tuning.FINAL, "hw1k_softmax_s1", 0.3, steps=2, wall=8.0)
+  model = {"hw1k": (0.0, 1.0)}  # The reused run is no evidence of a final run's time.
+  assert tuning.estimate_seconds(tmp_path, tuning.FINAL, "hw1k", 2, model, "softmax") == 8.0
+
+  _store(tmp_path, tuning.TUNE, "hw1k_softmax_lr0.001_s0", 0.3)  # Another config (older
+  trained = _by_name(sweep.plan("tuned_tiny", tmp_path))["hw1k_softmax_s0"]  # code): trained.
+  assert trained.fit is None and trained.make_config().optimizer.lr == 1e-3
 
 
 def test_estimates_use_the_stored_runs_once_there_are_any(tmp_path, capsys):

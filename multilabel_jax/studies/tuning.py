@@ -11,7 +11,9 @@ Three stages per dataset row, each a group of stored runs (``<out>/<group>/<name
   setting (:func:`length_check`).
 * ``tuned_final``: the chosen setting at the final length, one run per seed. A row that
   takes another row's choices (``Stages.choices_from``, e.g. hashtag_world 1k and 100k from
-  20k) has no tune stage.
+  20k) has no tune stage. Where a row tunes at its final length and its tune runs evaluate
+  what the final ones do (the same config), seed 0 is the chosen tune run itself, stored
+  again under its final name with ``sweep.reused`` naming it, not trained twice.
 * ``tuned_check``: the row's best objective (highest mean validation P@1 over the final
   seeds) once more at twice the final length, seed 0: if its validation P@1 moves by less
   than 3% (relative), the row's budget stands; otherwise the row is budget-limited.
@@ -177,8 +179,8 @@ def estimate_seconds(out, group: str, row: str, steps: int,
     for path in (pathlib.Path(out) / group).glob(f"{prefix}*.json"):
       report = _load(path)
       sweep, train = report.get("sweep", {}), report.get("train", {})
-      if not sweep.get("machine", here).startswith(here):
-        continue  # Another machine's speed.
+      if not sweep.get("machine", here).startswith(here) or sweep.get("reused"):
+        continue  # Another machine's speed, or a run stored once and not trained again.
       if sweep.get("wall_seconds") and train.get("steps"):
         per_step.append(sweep["wall_seconds"] / train["steps"])
     if per_step:
@@ -236,12 +238,22 @@ def plan(rows: Dict[str, Stages], out, *, objectives: Sequence[str], learning_ra
     for objective in st.objectives or objectives:
       settings, chosen, missing = choose(out, source, objective, lrs(source), hyperparameters)
       for seed in range(st.final.seeds):
-        add(FINAL, f"{row}_{objective}_s{seed}",
-            _maker(make_config, row, objective, seed, st.final, chosen or settings[0], FINAL),
-            {"dataset": row, "objective": objective, "seed": seed,
-             "setting": chosen.name if chosen else None, "chosen_on": source},
-            st.final.steps, row, objective,
-            waits_for=f"{len(missing)} tune runs of {source}" if missing else "")
+        setting = chosen or settings[0]
+        make = _maker(make_config, row, objective, seed, st.final, setting, FINAL)
+        meta = {"dataset": row, "objective": objective, "seed": seed,
+                "setting": chosen.name if chosen else None, "chosen_on": source}
+        waits_for = f"{len(missing)} tune runs of {source}" if missing else ""
+        tuned = tune_name(row, objective, setting)
+        if seed == 0 and source == row and _same_config(
+            _tune_config(out, tuned) if chosen else _maker(
+                make_config, row, objective, 0, st.tune, setting, TUNE)(), make()):
+          # The chosen tune run is this run (same config, same seed): stored once, not twice.
+          runs.append(run_type(FINAL, f"{row}_{objective}_s0", fit=_reuse(out, tuned),
+                               meta=dict(meta, row=row, reused=f"{TUNE}/{tuned}"),
+                               waits_for=waits_for))
+          continue
+        add(FINAL, f"{row}_{objective}_s{seed}", make, meta, st.final.steps, row, objective,
+            waits_for=waits_for)
   for row, st in rows.items():  # Stage 3: the near-convergence check of the best.
     objs = st.objectives or objectives
     best, missing = best_objective(out, row, objs, st.final.seeds)
@@ -259,6 +271,34 @@ def plan(rows: Dict[str, Stages], out, *, objectives: Sequence[str], learning_ra
 
 def _maker(make_config, row, objective, seed, scale, setting, stage):
   return lambda: make_config(row, objective, seed, scale, setting, stage)
+
+
+def _config_json(config) -> dict:
+  """A config as its run report stores it (``train.train_and_evaluate``), without the keys
+  that cannot change the numbers (``data.prefetch``: the same batches, read another way)."""
+  stored = config if isinstance(config, dict) else json.loads(config.to_json_best_effort())
+  stored = json.loads(json.dumps(stored))
+  stored.get("data", {}).pop("prefetch", None)
+  return stored
+
+
+def _same_config(a, b) -> bool:
+  return a is not None and b is not None and _config_json(a) == _config_json(b)
+
+
+def _tune_config(out, name: str) -> Optional[dict]:
+  report = _load(pathlib.Path(out) / TUNE / f"{name}.json")
+  return None if report is None else report.get("config")
+
+
+def _reuse(out, name: str) -> Callable[[], dict]:
+  """The stored tune run ``name`` as the report of a final run (its own sweep record
+  goes: the final run's replaces it, and says where the run came from)."""
+  def fit():
+    report = dict(_load(pathlib.Path(out) / TUNE / f"{name}.json"))
+    report.pop("sweep", None)
+    return report
+  return fit
 
 
 def _lengths(row: str, st: Stages) -> str:
