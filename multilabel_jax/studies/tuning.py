@@ -332,7 +332,8 @@ def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Seq
            "until then nothing here is compared. `--dry_run` lists what is left and its "
            "expected time. A learning rate chosen at the edge of its grid grows the grid by one "
            f"step past that edge (at most {MAX_EXTENSIONS} steps); a choice still at the edge "
-           "after that is marked.", "",
+           "after that is marked. Where a row tunes at its final length, the chosen tune run "
+           "(same config, seed 0) is also its final seed 0, stored once.", "",
            "Lengths: " + "; ".join(_lengths(row, st) for row, st in rows.items()) + ".", "",
            "| row | objective | tune runs | chosen (val P@1) | final seeds |",
            "|---|---|---|---|---|"]

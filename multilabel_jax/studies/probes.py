@@ -1,0 +1,131 @@
+r"""Linear probes of two debtags feature directions, on validation only (issue 12, goal 1).
+
+  python -m multilabel_jax.studies.probes --out=results/probes/debtags.json
+
+A cheap way to ask whether a direction can lift debtags' P@1 before a neural run tries it:
+LibMultiLabel's linear one-vs-rest (LIBLINEAR's L2-loss SVM, C = 1, the peers' setting) on
+
+* ``bag``: the neural runs' own bag of words (``experiments/debtags.py``'s source), the
+  model's linear special case;
+* ``bag+bigrams``: that bag beside the word bigrams of the text fields (sublinear TF-IDF over
+  bigrams seen in at least 2 train records; each row L2-normalised again);
+* ``bag+knn``: the ``bag`` scores plus ``weight`` times a k-nearest-neighbour vote (cosine
+  similarity of the bags, the train neighbours' label sets averaged with those weights).
+
+Only validation P@1 and P@5 are computed: these are probes for a choice, not results. Each
+probe is stored as soon as it finishes. LibMultiLabel is in the ``results`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+import scipy.sparse
+
+from multilabel_jax.data import debtags
+from multilabel_jax.studies import ovr_baseline, peers
+
+KNN = ((10, 0.25), (10, 0.5), (20, 0.25), (20, 0.5))  # (neighbours, weight of the vote)
+
+
+def precision_at(scores: np.ndarray, labels: scipy.sparse.csr_matrix, k: int) -> float:
+  """Mean over rows of the fraction of the ``k`` top-scored classes that are labels."""
+  top = np.argsort(-scores, axis=1)[:, :k]
+  hits = np.take_along_axis(labels.toarray(), top, axis=1)
+  return float(hits.sum(1).mean() / k)
+
+
+def knn_votes(x_eval, x_train, y_train, k: int) -> np.ndarray:
+  """``[N, C]``: the label sets of each row's ``k`` most similar train rows (dot product of
+  L2-normalised bags), averaged with their similarities as weights."""
+  sim = (x_eval @ x_train.T).toarray()
+  near = np.argpartition(-sim, k, axis=1)[:, :k]
+  w = np.take_along_axis(sim, near, axis=1)
+  votes = np.zeros((x_eval.shape[0], y_train.shape[1]))
+  for j in range(k):
+    votes += w[:, j:j + 1] * y_train[near[:, j]].toarray()
+  return votes / np.maximum(w.sum(1, keepdims=True), 1e-12)
+
+
+def bigram_features(path, labels: dict, class_names) -> dict:
+  """``{split: CSR}``: sublinear TF-IDF of the text fields' word bigrams, fit on train, in
+  the source's record order (the file's order within each split, checked against the
+  source's ``labels``: ``{split: CSR}``)."""
+  from sklearn.feature_extraction.text import TfidfVectorizer  # pylint: disable=g-import-not-at-top
+  fields = debtags.debtags_config(str(path)).text_fields
+  texts, tags = {s: [] for s in labels}, {s: [] for s in labels}
+  with gzip.open(path, "rt", encoding="utf-8") as f:
+    for line in f:
+      if line.strip():
+        record = json.loads(line)
+        split = debtags.split_of(record["package"])
+        if split in labels:
+          texts[split].append("\n".join(str(record.get(k, "")) for k in fields))
+          tags[split].append(set(record["tags"]))
+  known = set(class_names)
+  for split, y in labels.items():
+    source_tags = [{class_names[c] for c in y[n].indices} for n in range(y.shape[0])]
+    if source_tags != [t & known for t in tags[split]]:
+      raise ValueError(f"{path}: the {split} records are not in the source's order")
+  vectorizer = TfidfVectorizer(ngram_range=(2, 2), min_df=2, sublinear_tf=True)
+  vectorizer.fit(texts["train"])
+  return {s: vectorizer.transform(t) for s, t in texts.items()}
+
+
+def _l2_rows(x):
+  norm = np.sqrt(np.asarray(x.multiply(x).sum(1)).ravel())
+  return scipy.sparse.diags(1.0 / np.maximum(norm, 1e-12)) @ x
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m multilabel_jax.studies.probes",
+                                   description=__doc__.split("\n")[0])
+  parser.add_argument("--out", default="results/probes/debtags.json")
+  args = parser.parse_args(argv)
+  import libmultilabel.linear as linear  # pylint: disable=g-import-not-at-top
+  config, source = peers.load_source("experiments/debtags.py")
+  splits = ("train", "validation")
+  data = {s: source.read(s, np.arange(source.num_examples(s))) for s in splits}
+  bag = {s: ovr_baseline.bag_to_csr(d["token_ids"], d["token_weights"], source.num_embeddings)
+         for s, d in data.items()}
+  y = {s: peers._label_csr(d["label_ids"], source.info.num_classes)  # pylint: disable=protected-access
+       for s, d in data.items()}
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  stored = {"data": config.data.name, "split": "validation", "probes": {}}
+
+  def probe(name, scores, start, **extra):
+    stored["probes"][name] = dict(
+        extra, precision_at_1=precision_at(scores, y["validation"], 1),
+        precision_at_5=precision_at(scores, y["validation"], 5), seconds=time.time() - start)
+    out.write_text(json.dumps(stored, indent=1))
+    print(name, stored["probes"][name], flush=True)
+
+  def linear_scores(x):
+    model = linear.train_1vsrest(y["train"], x["train"], options="-s 2 -m 1", verbose=False)
+    return np.asarray(linear.predict_values(model, x["validation"]))
+
+  start = time.time()
+  base = linear_scores(bag)
+  probe("bag", base, start, num_features=bag["train"].shape[1])
+  for k, weight in KNN:
+    start = time.time()
+    votes = knn_votes(bag["validation"], bag["train"], y["train"], k)
+    probe(f"bag+knn_k{k}_w{weight:g}", base + weight * votes, start, knn_alone_precision_at_1=(
+        precision_at(votes, y["validation"], 1)))
+  start = time.time()
+  bigrams = bigram_features(debtags.resolve_path(config.data.options.get("path")), y,
+                            list(source.info.class_names))
+  both = {s: _l2_rows(scipy.sparse.hstack([bag[s], bigrams[s]]).tocsr()) for s in splits}
+  probe("bag+bigrams", linear_scores(both), start, num_features=both["train"].shape[1])
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
