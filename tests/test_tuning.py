@@ -157,10 +157,14 @@ def test_estimates_use_the_stored_runs_once_there_are_any(tmp_path, capsys):
 
 
 @pytest.mark.slow  # One tiny training run.
-def test_a_tuned_run_trains_and_is_stored(tmp_path):
+def test_a_tuned_run_trains_and_is_stored(tmp_path, capsys):
   ran = sweep.run_sweep(tmp_path, preset="tuned_tiny", only="hw1k_softmax_lr0.001_s0")
   assert ran == ["hw1k_softmax_lr0.001_s0"]
   stored = json.loads((tmp_path / tuning.TUNE / "hw1k_softmax_lr0.001_s0.json").read_text())
+  printed = capsys.readouterr().out  # The log shows validation, never test, numbers.
+  p1 = stored["validation"]["ranking"]["precision_at_1"]
+  assert "tuned_tune/hw1k_softmax_lr0.001_s0: " in printed and "test" not in printed
+  assert f"validation P@1 {p1:.4f}" in printed
   assert stored["config"]["optimizer"]["lr"] == 1e-3
   assert stored["sweep"]["setting"] == "lr0.001" and stored["sweep"]["row"] == "hw1k"
 

@@ -208,9 +208,11 @@ def run_sweep(runs: Sequence[Run], out, *, preset: str, only: str = "", scratch=
     finally:
       if claims:
         _claim_path(claims, run).unlink(missing_ok=True)
+    # Validation only: a tuning sweep's log must not show test numbers before the choice.
+    val = report.get("validation", {}).get("ranking") or report.get("validation_ranking", {})
     print(f"[{i + 1}/{len(runs)}] {run.group}/{run.name}: "
-          f"{report['sweep']['wall_seconds']:.0f} s, test P@1 "
-          f"{report['test']['ranking']['precision_at_1']:.4f}", flush=True)
+          f"{report['sweep']['wall_seconds']:.0f} s, validation P@1 "
+          f"{val.get('precision_at_1', float('nan')):.4f}", flush=True)
     done.append(run.name)
   return done
 
