@@ -23,6 +23,7 @@ def _final(row, objective, seed, *, val, test, regrets, oracle_p1=0.5, group=tun
                    "decoders": {d: {"f1_micro": 0.4, "f1_samples": 0.6 - g}
                                 for d, g in regrets.items()}},
           "predict": {"decoder": "top_1"}, "train": {"steps": steps},
+          "config": {"eval_every": steps // 10, "total_steps": steps},
           "oracle": {"ranking": {"precision_at_1": oracle_p1, "precision_at_5": 0.2,
                                  "map": 0.4},
                      "decoders": {"expected_f1": {"f1_micro": 0.55, "f1_samples": 0.6}}},
@@ -41,7 +42,27 @@ def _reports():
     reports.append(_final("hw20k", "sigmoid", seed, val=0.42, test=0.47,
                           regrets={"top_1": 0.2, "expected_f1": 0.01 + (seed - 1) / 100,
                                    "threshold_0.5": 0.012 - (seed - 1) / 100}))
+    for objective in sweep.OBJECTIVES:  # The row's other objectives: behind on validation.
+      if objective not in ("softmax", "sigmoid"):
+        reports.append(_final("hw20k", objective, seed, val=0.3, test=0.3,
+                              regrets={"top_1": 0.3 - seed / 100, "top_3": 0.2}))
   return reports
+
+
+def test_nothing_is_chosen_or_judged_across_objectives_until_the_row_is_complete():
+  reports = [r for r in _reports() if (r["objective"], r["sweep"]["seed"]) != ("zlpr", 2)]
+  t = tuned_results.Tuned(reports, ROWS, sweep.OBJECTIVES)
+  assert t.rows() == ["hw20k"] and not t.complete("hw20k") and t.best("hw20k") is None
+  assert t.progress("hw20k") == (len(sweep.OBJECTIVES) - 1, len(sweep.OBJECTIVES))
+  assert tuned_results.budget_verdict(t, "hw20k") == (
+      "Best objective: chosen once every objective's final seeds are stored (9 of 10 "
+      "objectives so far).")
+  assert tuned_results.advice(t) == [] and tuned_results.claim6(t)[2] == "not run"
+  assert "| softmax | lr0.003 |" in "\n".join(tuned_results.section(t))  # Shown, not judged.
+  assert tuned_results.Evidence(t, report_lib.ROWS).rows() == []
+  rep = report_lib.Report(reports)
+  assert "from the tuned runs" not in "\n".join(rep.claims())
+  assert "From the tuned protocol" not in rep.readme_section()
 
 
 def test_row_table_has_the_oracle_and_each_objectives_fraction_of_it():
@@ -85,10 +106,10 @@ def test_the_seed_claims_are_judged_on_the_tuned_runs_alone_with_the_changed_ver
   text = "\n".join(rep.claims())
   assert text.index("## The seed claims, from the tuned runs") < text.index(
       "## The seed claims (earlier shrunk runs")
-  assert "### Claim 1 (tuned)" in text and "rows so far: hw20k" in text
+  assert "### Claim 1 (tuned)" in text and "(so far: hw20k)" in text
   assert "| 1 | not run | inconclusive | **changed** |" in text
-  assert "| 5 | not run | not run | same |" in text
-  assert "Seed claims from the tuned runs (rows so far: hw20k): 1: **inconclusive**" in (
+  assert "| 5 | not run | not run | not judged yet |" in text
+  assert "Seed claims from the tuned runs (complete rows so far: hw20k): 1: **inconclusive**" in (
       rep.readme_section())
 
 

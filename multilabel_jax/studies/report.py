@@ -163,14 +163,16 @@ class Report:
     if self.evidence.rows():
       rows = ", ".join(self.evidence.rows())
       lines += ["## The seed claims, from the tuned runs", "",
-                f"Judged on the tuned protocol's final runs only (rows so far: {rows}); a "
-                "comparison whose runs are not stored yet reads *not run*.", ""]
+                f"Judged on the tuned protocol's final runs only, of the rows whose every "
+                f"objective has all its final seeds (so far: {rows}); a comparison that needs "
+                "another row reads *not run*.", ""]
       lines += self._claims(self.evidence, self.tuned_verdicts, "Claim {} (tuned)")
     lines += ["## The seed claims" + (" (earlier shrunk runs: one shared learning rate)"
                                       if self.tuned_verdicts else ""), ""]
     lines += self._claims(self, self.verdicts, "Claim {}")
     if self.tuned_verdicts:
       body = [[str(i), self.verdicts[i], self.tuned_verdicts[i],
+               "not judged yet" if self.tuned_verdicts[i] == "not run" else
                "same" if self.verdicts[i] == self.tuned_verdicts[i] else "**changed**"]
               for i in self.verdicts]
       lines += ["### Verdicts: shrunk runs against tuned runs", ""]
@@ -240,7 +242,7 @@ class Report:
                      for row in self.rows()])
     lines += rs.table(["objective"] + [ROW_TITLES[r] for r in self.rows()], body)
     if self.tuned_verdicts:
-      lines += ["Seed claims from the tuned runs (rows so far: "
+      lines += ["Seed claims from the tuned runs (complete rows so far: "
                 f"{', '.join(self.evidence.rows())}): " + "; ".join(
                     f"{i}: **{v}**" for i, v in self.tuned_verdicts.items()) + "."]
     lines += [("Seed claims from the earlier shrunk runs: " if self.tuned_verdicts else

@@ -55,11 +55,25 @@ class Tuned:
           return report["oracle"]
     return None
 
+  def progress(self, row: str) -> Tuple[int, int]:
+    """``(objectives with every final seed stored, objectives of the row)``."""
+    spec = self.rows_spec[row]
+    objs = spec.objectives or self.objectives
+    return sum(len(self.runs(row, o)) >= spec.final.seeds for o in objs), len(objs)
+
+  def complete(self, row: str) -> bool:
+    """Whether every objective of ``row`` has all its final seeds: only then is anything
+    chosen or judged across objectives (a partial row would pick among those that ran)."""
+    done, total = self.progress(row)
+    return done == total
+
   def best(self, row: str) -> Optional[str]:
-    """The objective of highest mean validation P@1 over its final seeds."""
-    objs = self.objectives_of(row)
-    return max(objs, key=lambda o: statistics.mean(
-        tuning.val_p1(r) for r in self.runs(row, o).values())) if objs else None
+    """The objective of highest mean validation P@1 over its final seeds (None until the
+    row is :meth:`complete`)."""
+    if not self.complete(row):
+      return None
+    return max(self.objectives_of(row), key=lambda o: statistics.mean(
+        tuning.val_p1(r) for r in self.runs(row, o).values()))
 
 
 class Evidence:
@@ -83,7 +97,8 @@ class Evidence:
     return self.tuned.runs(row, objective)
 
   def rows(self) -> List[str]:
-    return [row for row in self._rows if row in self.tuned.rows()]
+    """The complete rows (:meth:`Tuned.complete`): claims are judged on nothing less."""
+    return [row for row in self._rows if row in self.tuned.rows() and self.tuned.complete(row)]
 
 
 def _prediction_f1(report) -> float:
@@ -131,7 +146,9 @@ def budget_verdict(t: Tuned, row: str) -> str:
   """The near-convergence check of ``row`` in one sentence."""
   best, check = t.best(row), t.checks.get(row)
   if best is None:
-    return "No final runs yet."
+    done, total = t.progress(row)
+    return (f"Best objective: chosen once every objective's final seeds are stored ({done} of "
+            f"{total} objectives so far).")
   if check is None:
     return f"Best objective on validation: `{best}`; its run at twice the budget is not stored yet."
   runs = t.runs(row, best)
@@ -170,7 +187,7 @@ def claim6(t: Tuned):
               "(mean over seeds); the closest decoder against the runner-up, paired by seed.")
   body, verdicts = [], []
   for row in t.rows():
-    if t.oracle(row) is None:
+    if t.oracle(row) is None or not t.complete(row):
       continue
     lines = []
     for objective in t.objectives_of(row):
@@ -193,7 +210,8 @@ def claim6(t: Tuned):
                        lines)
   verdict = rs.combine(verdicts)
   if not body:
-    return CLAIM_6, evidence, "not run", ["No tuned final run with an oracle is stored yet.", ""]
+    return CLAIM_6, evidence, "not run", [
+        "No hashtag_world row has every objective's final runs stored yet.", ""]
   return (CLAIM_6, evidence, verdict + " (the closest decoder is separated from the "
           "runner-up for each objective)" if verdict == "confirms" else verdict, body)
 
@@ -203,6 +221,8 @@ def advice(t: Tuned) -> List[str]:
   out = []
   for row in t.rows():
     best = t.best(row)
+    if best is None:  # Not complete: nothing is advised from part of a row.
+      continue
     runs = t.runs(row, best)
     p1 = rs.stat(runs, lambda r: rs.ranking(r, "precision_at_1")).fmt()
     line = f"* **{row}** (tuned): for ranking, `{best}` (best validation P@1; test P@1 {p1}"
