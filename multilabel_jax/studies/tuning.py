@@ -244,9 +244,9 @@ def plan(rows: Dict[str, Stages], out, *, objectives: Sequence[str], learning_ra
                 "setting": chosen.name if chosen else None, "chosen_on": source}
         waits_for = f"{len(missing)} tune runs of {source}" if missing else ""
         tuned = tune_name(row, objective, setting)
-        if seed == 0 and source == row and _same_config(
-            _tune_config(out, tuned) if chosen else _maker(
-                make_config, row, objective, 0, st.tune, setting, TUNE)(), make()):
+        if seed == 0 and source == row and st.tune is not None and _same_config(
+            _tune_config(out, tuned) if chosen else  # Else as the tune stage builds it.
+            make_config(row, objective, 0, st.tune, setting, TUNE), make()):
           # The chosen tune run is this run (same config, same seed): stored once, not twice.
           runs.append(run_type(FINAL, f"{row}_{objective}_s0", fit=_reuse(out, tuned),
                                meta=dict(meta, row=row, reused=f"{TUNE}/{tuned}"),
