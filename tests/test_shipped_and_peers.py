@@ -34,6 +34,16 @@ def test_store_and_section(tmp_path):
   text = "\n".join(shipped.section(reports))
   assert "| debtags: default | 2 | 0.952 ± 0.002 | 0.948 ± 0.003 | 0.600 ± 0.000 |" in text
   assert "| debtags: omikuji | 1 | 0.940 | 0.947 | 0.660 | 0.506 | 0.500 | 12 |" in text
+  assert "Linear probes" not in text
+  probes = {"data": "debtags", "probes": {"bag": {"precision_at_1": 0.95, "precision_at_5": 0.5},
+                                          "bag+bigrams": {"precision_at_1": 0.949,
+                                                          "precision_at_5": 0.501}}}
+  (tmp_path / "results" / "probes").mkdir()
+  (tmp_path / "results" / "probes" / "debtags.json").write_text(json.dumps(probes))
+  from multilabel_jax.studies import stats  # pylint: disable=g-import-not-at-top
+  text = "\n".join(shipped.section(stats.load(tmp_path / "results") + reports[-1:]))
+  assert "Linear probes of feature directions on debtags (validation only" in text
+  assert "| bag | 0.9500 | 0.5000 |" in text and "| bag+bigrams | 0.9490 | 0.5010 |" in text
   assert shipped.section([]) == []
 
 

@@ -63,7 +63,8 @@ class Report:
   # ------------------------------------------------------------------ set-up and tables
 
   def setup(self) -> List[str]:
-    groups = collections.Counter(r["sweep"].get("group") if "sweep" in r else "peers"
+    groups = collections.Counter(r["sweep"].get("group") if "sweep" in r else
+                                 "probes" if "probes" in r else "peers"
                                  for r in self.reports)
     lines = ["## Set-up", "",
              f"Runs stored: {len(self.reports)} ("
@@ -194,7 +195,7 @@ class Report:
   def machine_line(self) -> str:
     recorded = sorted({r["sweep"]["machine"] for r in self.reports
                        if r.get("sweep", {}).get("machine")})
-    unrecorded = sum(not r.get("sweep", {}).get("machine") for r in self.reports)
+    unrecorded = sum("sweep" in r and not r["sweep"].get("machine") for r in self.reports)
     line = "Machine: " + ("; ".join(recorded) + " (recorded by the runs)" if recorded else "")
     if unrecorded:
       line += ("; " if recorded else "") + (

@@ -73,6 +73,19 @@ def section(reports: List[dict]) -> List[str]:
                   + [f"{r['test']['ranking'][m]:.3f}" for _, m in METRICS]
                   + [f"{r['train']['seconds_this_run']:.0f}"])
   lines += rs.table(["run", "seeds", "val P@1"] + [n for n, _ in METRICS] + ["train s"], body)
+  return lines + _probes([r for r in reports if "probes" in r])
+
+
+def _probes(stored: List[dict]) -> List[str]:
+  """The linear probes of feature directions (:mod:`multilabel_jax.studies.probes`)."""
+  lines = []
+  for report in stored:
+    body = [[name, f"{p['precision_at_1']:.4f}", f"{p['precision_at_5']:.4f}"]
+            for name, p in report["probes"].items()]
+    lines += [f"Linear probes of feature directions on {report['data']} (validation only; "
+              "LibMultiLabel's linear one-vs-rest on the runs' own bag and on that bag with "
+              "each direction; `python -m multilabel_jax.studies.probes`):", ""]
+    lines += rs.table(["probe", "val P@1", "val P@5"], body)
   return lines
 
 

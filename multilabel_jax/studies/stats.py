@@ -40,12 +40,13 @@ BRACKET = "inconclusive (mAP bracket)"
 
 
 def load(results_dir) -> List[dict]:
-  """Every stored run report under ``results_dir`` (``<group>/<name>.json`` with its sweep
-  or peer record), sorted by name. Other JSON there (a whole run's folder kept for its own
-  figures, such as ``results/million``) is not a sweep run and is left out."""
+  """Every stored run report under ``results_dir`` (``<group>/<name>.json`` with its sweep,
+  peer or probes record), sorted by name. Other JSON there (a whole run's folder kept for its
+  own figures, such as ``results/million``) is not a sweep run and is left out."""
   paths = sorted(pathlib.Path(results_dir).glob("*/*.json"))
   reports = [json.loads(p.read_text()) for p in paths]
-  return [r for r in reports if isinstance(r, dict) and ("sweep" in r or "peer" in r)]
+  return [r for r in reports
+          if isinstance(r, dict) and ("sweep" in r or "peer" in r or "probes" in r)]
 
 
 def by_key(reports, group: str, key_fields: Sequence[str]) -> Dict[tuple, Dict[int, dict]]:
