@@ -48,7 +48,7 @@ def test_store_and_section(tmp_path):
 
 
 def test_peers_label_matrix_and_xmc_file(tmp_path):
-  y = peers._label_csr(np.array([[0, 2, -1], [1, -1, -1]], np.int32), 3)
+  y = peers.label_csr(np.array([[0, 2, -1], [1, -1, -1]], np.int32), 3)
   np.testing.assert_array_equal(y.toarray(), [[1, 0, 1], [0, 1, 0]])
   x = scipy.sparse.csr_matrix(np.array([[0.5, 0, 0.25], [0, 1.0, 0]]))
   peers._write_xmc(tmp_path / "t.txt", x, y)

@@ -37,7 +37,8 @@ from multilabel_jax.data import pipeline
 from multilabel_jax.studies import ovr_baseline
 
 
-def _label_csr(label_ids, num_classes: int) -> scipy.sparse.csr_matrix:
+def label_csr(label_ids, num_classes: int) -> scipy.sparse.csr_matrix:
+  """Padded label ids ``[N, L]`` (-1 padding) as a 0/1 CSR ``[N, num_classes]``."""
   dense = np.asarray(labels_lib.ids_to_dense(label_ids, num_classes)) > 0
   return scipy.sparse.csr_matrix(dense.astype(np.float64))
 
@@ -98,7 +99,7 @@ def run_peer(name: str, source, dataset: str = "") -> dict:
            for s in ("train", "validation", "test")}
   x = {s: ovr_baseline.bag_to_csr(d["token_ids"], d["token_weights"], source.num_embeddings)
        for s, d in split.items()}
-  y = {s: _label_csr(d["label_ids"], info.num_classes) for s, d in split.items()}
+  y = {s: label_csr(d["label_ids"], info.num_classes) for s, d in split.items()}
   val_scores, test_scores = PEERS[name](x, y, ("validation", "test"))
   seconds = time.time() - start
   counts = np.asarray(y["train"].sum(0)).ravel()

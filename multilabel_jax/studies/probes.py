@@ -94,7 +94,7 @@ def main(argv=None) -> int:
   data = {s: source.read(s, np.arange(source.num_examples(s))) for s in splits}
   bag = {s: ovr_baseline.bag_to_csr(d["token_ids"], d["token_weights"], source.num_embeddings)
          for s, d in data.items()}
-  y = {s: peers._label_csr(d["label_ids"], source.info.num_classes)  # pylint: disable=protected-access
+  y = {s: peers.label_csr(d["label_ids"], source.info.num_classes)
        for s, d in data.items()}
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
