@@ -158,8 +158,11 @@ def test_estimates_use_the_stored_runs_once_there_are_any(tmp_path, capsys):
 
 @pytest.mark.slow  # One tiny training run.
 def test_a_tuned_run_trains_and_is_stored(tmp_path, capsys):
-  ran = sweep.run_sweep(tmp_path, preset="tuned_tiny", only="hw1k_softmax_lr0.001_s0")
-  assert ran == ["hw1k_softmax_lr0.001_s0"]
+  scratch = tmp_path / "not_yet" / "scratch"  # Made when missing.
+  ran = sweep.run_sweep(tmp_path, preset="tuned_tiny", only="hw1k_softmax_lr0.001_s0",
+                        scratch=scratch)
+  assert ran == ["hw1k_softmax_lr0.001_s0"] and scratch.is_dir()
+  assert not list(scratch.iterdir())  # The run's workdir is removed after it.
   stored = json.loads((tmp_path / tuning.TUNE / "hw1k_softmax_lr0.001_s0.json").read_text())
   printed = capsys.readouterr().out  # The log shows validation, never test, numbers.
   p1 = stored["validation"]["ranking"]["precision_at_1"]

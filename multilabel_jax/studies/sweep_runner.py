@@ -88,6 +88,8 @@ def run_one(run: Run, out, *, preset: str, scratch=None, prefetch: Optional[int]
     from multilabel_jax.studies import ovr_baseline  # pylint: disable=g-import-not-at-top
     report = ovr_baseline.run(tiny=preset == "tiny")
   else:
+    if scratch:
+      pathlib.Path(scratch).mkdir(parents=True, exist_ok=True)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"{run.name}-", dir=scratch))
     try:
       config = run.make_config()
