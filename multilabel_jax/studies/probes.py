@@ -28,6 +28,7 @@ import time
 import numpy as np
 import scipy.sparse
 
+from multilabel_jax import metrics
 from multilabel_jax.data import debtags
 from multilabel_jax.studies import ovr_baseline, peers
 
@@ -35,10 +36,8 @@ KNN = ((10, 0.25), (10, 0.5), (20, 0.25), (20, 0.5))  # (neighbours, weight of t
 
 
 def precision_at(scores: np.ndarray, labels: scipy.sparse.csr_matrix, k: int) -> float:
-  """Mean over rows of the fraction of the ``k`` top-scored classes that are labels."""
-  top = np.argsort(-scores, axis=1)[:, :k]
-  hits = np.take_along_axis(labels.toarray(), top, axis=1)
-  return float(hits.sum(1).mean() / k)
+  """Mean P@k (:func:`multilabel_jax.metrics.precision_at_k`) of 0/1 CSR ``labels``."""
+  return float(metrics.precision_at_k(np.asarray(scores, np.float32), labels.toarray(), k).mean())
 
 
 def knn_votes(x_eval, x_train, y_train, k: int) -> np.ndarray:

@@ -276,8 +276,8 @@ def _maker(make_config, row, objective, seed, scale, setting, stage):
 def _config_json(config) -> dict:
   """A config as its run report stores it (``train.train_and_evaluate``), without the keys
   that cannot change the numbers (``data.prefetch``: the same batches, read another way)."""
-  stored = config if isinstance(config, dict) else json.loads(config.to_json_best_effort())
-  stored = json.loads(json.dumps(stored))
+  stored = json.loads(json.dumps(config) if isinstance(config, dict)
+                      else config.to_json_best_effort())  # A copy either way.
   stored.get("data", {}).pop("prefetch", None)
   return stored
 
