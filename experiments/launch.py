@@ -11,9 +11,13 @@ line prefixed with ``[i]``, the process index.
 
 Exit code: 0 when every process succeeded; 75 (``checkpointing.PREEMPTED_EXIT_CODE``) when
 they were preempted (SIGTERM, which the launcher passes on to every process); else the code
-of the first process that failed (128 + the signal number for a signal). When a process
-fails, the others normally stop within ``--heartbeat_timeout`` of ``experiments.run``
-(JAX's distributed runtime); those still running ``--grace_period`` seconds later are killed.
+of the first process that failed by itself (128 + the signal number for a signal). When a
+process fails, the others normally stop within ``--heartbeat_timeout`` of ``experiments.run``:
+JAX's distributed runtime aborts them (SIGABRT) after printing ``JAX_STOPPED_MARK``. Those are
+not the cause, even when the launcher sees one of them stop first (on a loaded machine the
+failed process can take longer to exit than the heartbeat timeout), so their code is the
+job's only when every failed process was stopped so. Processes still running
+``--grace_period`` seconds after the first failure are killed.
 """
 
 import os
@@ -23,12 +27,14 @@ import subprocess
 import sys
 import threading
 import time
-from typing import List, Sequence
+from typing import Collection, List, Sequence, Set
 
 from absl import app, flags
 
 PREEMPTED_EXIT_CODE = 75  # checkpointing.PREEMPTED_EXIT_CODE, without importing jax here.
 _PROCESS_FLAGS = ("--coordinator", "--num_processes", "--process_id")
+# What JAX's distributed runtime prints before it aborts a process because another failed.
+JAX_STOPPED_MARK = "Terminating process because the JAX distributed service detected fatal errors"
 
 
 def define_flags() -> None:
@@ -59,15 +65,22 @@ def describe(code: int) -> str:
   return f"exit code {code}"
 
 
-def job_exit_code(codes: Sequence[int], stop_order: Sequence[int] = ()) -> int:
-  """The launcher's exit code from the processes' (see the module docstring);
-  ``stop_order``: process indices in the order they were seen to stop."""
+def job_exit_code(codes: Sequence[int], stop_order: Sequence[int] = (),
+                  stopped_by_jax: Collection[int] = ()) -> int:
+  """The launcher's exit code from the processes' (see the module docstring).
+
+  Args:
+    codes: each process's ``Popen.returncode`` (negative: the signal that stopped it).
+    stop_order: process indices in the order they were seen to stop.
+    stopped_by_jax: the processes whose output has ``JAX_STOPPED_MARK``.
+  """
   if all(c == 0 for c in codes):
     return 0
   if all(c in (0, PREEMPTED_EXIT_CODE) for c in codes):
     return PREEMPTED_EXIT_CODE
   order = list(stop_order) + [i for i in range(len(codes)) if i not in stop_order]
-  code = next(codes[i] for i in order if codes[i] not in (0, PREEMPTED_EXIT_CODE))
+  failed = [i for i in order if codes[i] not in (0, PREEMPTED_EXIT_CODE)]
+  code = codes[next((i for i in failed if i not in stopped_by_jax), failed[0])]
   return 128 - code if code < 0 else code
 
 
@@ -81,10 +94,13 @@ def commands(args: Sequence[str], num_processes: int, port: int, module: str) ->
           for i in range(num_processes)]
 
 
-def _pipe(index: int, stream, lock) -> None:
+def _pipe(index: int, stream, lock, stopped_by_jax: Set[int]) -> None:
   for line in iter(stream.readline, b""):
+    text = line.decode(errors="replace")
+    if JAX_STOPPED_MARK in text:
+      stopped_by_jax.add(index)
     with lock:
-      sys.stdout.write(f"[{index}] {line.decode(errors='replace')}")
+      sys.stdout.write(f"[{index}] {text}")
       sys.stdout.flush()
 
 
@@ -97,7 +113,7 @@ def launch(args: Sequence[str], *, num_processes: int, devices_per_process: int 
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
                         f"{devices_per_process}").strip()
   lock = threading.Lock()
-  procs, pipes = [], []
+  procs, pipes, stopped_by_jax = [], [], set()
 
   def forward(signum, frame):  # A preemption notice for the job: every process gets it.
     del frame
@@ -111,7 +127,8 @@ def launch(args: Sequence[str], *, num_processes: int, devices_per_process: int 
     for i, cmd in enumerate(commands(args, num_processes, port, module)):
       procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT))
-      pipes.append(threading.Thread(target=_pipe, args=(i, procs[-1].stdout, lock),
+      pipes.append(threading.Thread(target=_pipe,
+                                    args=(i, procs[-1].stdout, lock, stopped_by_jax),
                                     daemon=True))
       pipes[-1].start()
     while len(stopped) < len(procs):
@@ -136,8 +153,10 @@ def launch(args: Sequence[str], *, num_processes: int, devices_per_process: int 
   for t in pipes:
     t.join(timeout=5)
   codes = [p.returncode for p in procs]
-  _say(lock, "; ".join(f"process {i}: {describe(c)}" for i, c in enumerate(codes)))
-  return job_exit_code(codes, stopped)
+  by_jax = " (stopped by JAX: another process failed)"
+  _say(lock, "; ".join(f"process {i}: {describe(c)}{by_jax if i in stopped_by_jax else ''}"
+                       for i, c in enumerate(codes)))
+  return job_exit_code(codes, stopped, stopped_by_jax)
 
 
 def _say(lock, message: str) -> None:

@@ -135,6 +135,16 @@ def test_launcher_prefixes_output_and_returns_the_job_exit_code():
                                          "process 1: exit code 3; process 2: exit code 0")
   assert _launch("--plan=0:75,1:75", module=fake, timeout=60).returncode == 75
   assert launch.job_exit_code([-9, -6], [1, 0]) == 134  # The first to fail: SIGABRT.
+  # Process 0 is seen to stop first, but JAX stopped it because process 1 failed: the job's
+  # code is process 1's (what CI once saw, when process 1 took long to exit).
+  out = _launch("--plan=0:jaxabort,1:late3", module=fake, timeout=60)
+  assert out.returncode == 3, out.stdout
+  assert "experiments.launch: process 0 stopped (signal SIGABRT)" in out.stdout
+  assert out.stdout.splitlines()[-1] == (
+      "experiments.launch: process 0: signal SIGABRT (stopped by JAX: another process "
+      "failed); process 1: exit code 3"), out.stdout
+  assert launch.job_exit_code([-6, 1], [0, 1], {0}) == 1
+  assert launch.job_exit_code([-6, -6], [1, 0], {0, 1}) == 134  # All stopped by JAX.
   bad = _launch("--plan=0:0", "--process_id=1", module=fake, timeout=60)
   assert bad.returncode == 2 and "the launcher sets --coordinator" in bad.stderr
 
@@ -235,8 +245,8 @@ def test_checkpoints_resume_across_process_counts(tmp_path):
           "step 12") in lines, crashed.stdout[-3000:]
   assert re.search(r"\[0\] .*unhealthy \(stopped sending heartbeats\):\s+\[0\] 1\s",
                    crashed.stdout), crashed.stdout[-3000:]
-  assert lines[-1].startswith("experiments.launch: process 0: signal SIGABRT; process 1: exit "
-                              "code 1"), lines[-1]
+  assert lines[-1] == ("experiments.launch: process 0: signal SIGABRT (stopped by JAX: another "
+                      "process failed); process 1: exit code 1"), lines[-1]
   assert time.monotonic() - start < 240
   resumed = _ok(_single(*JSONL, f"--workdir={a}"))
   assert "resumed from step 10" in resumed.stderr
