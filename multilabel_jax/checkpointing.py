@@ -101,6 +101,8 @@ def _stored_tree(directory, step):
 def load_variables(workdir, abstract, step=None):
   """``(step, {"params", "model_state"})`` of a run's checkpoint: only what a model applies
   with (not the optimizer state), checked against ``abstract`` before anything is read.
+  A run trained with ``optimizer.ema_decay`` > 0 gives its moving average as the params,
+  as its evaluation scored them (``train.evaluation_state``).
 
   Args:
     workdir: the run's folder (``workdir/checkpoints``).
@@ -129,16 +131,18 @@ def load_variables(workdir, abstract, step=None):
     raise FileNotFoundError(f"no checkpoint of step {step} in {directory}; it has steps "
                             f"{sorted(steps)}.")
   stored = _stored_tree(directory, step)
-  stored = {k: stored[k] for k in abstract}
+  names = {k: "ema_params" if k == "params" and "ema_params" in stored else k for k in abstract}
+  stored = {k: stored[names[k]] for k in abstract}
   _check_shapes(stored, abstract, f"checkpoint step {step} of {workdir}")
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree_util.tree_map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
+  target = {names[k]: jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), v)
+            for k, v in abstract.items()}
   restore_args = jax.tree_util.tree_map(lambda _: ocp.ArrayRestoreArgs(sharding=device), target)
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
       item=target, restore_args=restore_args, partial_restore=True)))
-  return step, restored["state"]
+  return step, {k: restored["state"][names[k]] for k in abstract}
 
 
 def _check_shapes(stored, abstract, what: str) -> None:

@@ -85,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.wide_lr = 1.0
   c.optimizer.wide_weight_decay = 4e-5
   c.optimizer.deep_lr_with_wide = 0.0  # The rest's peak lr when a wide path is built (0: lr).
+  # > 0: an exponential moving average of the params (Polyak averaging), updated after each
+  # step with this decay, is what evaluation, prediction and export use (0: the params).
+  c.optimizer.ema_decay = 0.0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 512
@@ -256,6 +259,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                "keep_checkpoints", "mesh.classes"):
     if given[path] < 1:
       raise ValueError(f"`config.{path}` must be >= 1, got {given[path]}.")
+  if not 0.0 <= given["optimizer.ema_decay"] < 1.0:
+    raise ValueError(f"`config.optimizer.ema_decay` must be in [0, 1) (0: no moving average), "
+                     f"got {given['optimizer.ema_decay']}.")
   if "predict.decoder" in given and not DECODER_NAME.match(given["predict.decoder"]):
     raise ValueError(f"`config.predict.decoder` {given['predict.decoder']!r} is not a decoder "
                      "name: use '' (best validation micro-F1), 'natural', top_<k>, nearest_<k>, "

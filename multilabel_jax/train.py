@@ -67,12 +67,15 @@ def make_mesh(config) -> jax.sharding.Mesh:
 
 
 def make_train_step(model, objective, tx, schedule, *, use_fused: bool, chunk_size: int = 8192,
-                    mesh=None, seed: int = 0, freeze_on_nonfinite: bool = False):
+                    mesh=None, seed: int = 0, freeze_on_nonfinite: bool = False,
+                    ema_decay: float = 0.0):
   """A pure ``train_step(state, batch) -> (state, metrics)``: one optimizer update.
 
   ``state``: ``{"step", "params", "opt_state", "model_state", "skipped_updates",
-  "first_nonfinite"}`` (see :func:`init_state`). A non-finite loss or gradient leaves the
-  state as it was, but for the step and the counts: ``skipped_updates`` + 1 and
+  "first_nonfinite"}`` and, with ``ema_decay`` > 0, ``"ema_params"`` (see
+  :func:`init_state`): after each update ``ema = ema_decay * ema + (1 - ema_decay) * params``
+  (Polyak averaging; :func:`evaluation_state` evaluates them). A non-finite loss or gradient
+  leaves the state as it was, but for the step and the counts: ``skipped_updates`` + 1 and
   ``first_nonfinite``, the first such step (-1 while there is none). With
   ``freeze_on_nonfinite`` no update is applied after that step either, so that the host,
   reading the count later, still holds the state the bad step started from.
@@ -111,6 +114,9 @@ def make_train_step(model, objective, tx, schedule, *, use_fused: bool, chunk_si
     apply = finite & (first < 0) if freeze_on_nonfinite else finite
     updated = dict(state, params=optax.apply_updates(state["params"], updates),
                    opt_state=opt_state, model_state=model_state)
+    if ema_decay:
+      updated["ema_params"] = optax.incremental_update(updated["params"], state["ema_params"],
+                                                       step_size=1.0 - ema_decay)
     new = jax.tree_util.tree_map(lambda n, o: jnp.where(apply, n, o), updated, state)
     new.update(step=step, skipped_updates=state["skipped_updates"] + (~finite).astype(jnp.int32),
                first_nonfinite=jnp.where((first < 0) & ~finite, step, first))
@@ -129,19 +135,28 @@ def make_eval_step(model, objective, *, r: int, use_fused: bool, chunk_size: int
                           mesh=mesh)
 
 
-def init_state(model, tx, example_inputs, rng):
-  """The initial train state (see :func:`make_train_step`)."""
+def init_state(model, tx, example_inputs, rng, *, ema: bool = False):
+  """The initial train state (see :func:`make_train_step`); with ``ema``, the moving
+  average of the params starts at the params."""
   variables = nn.unbox(model.init({"params": rng}, example_inputs))
   params, model_state = models.split_variables(variables)
   zero = jnp.zeros((), jnp.int32)
-  return {"step": zero, "params": params, "opt_state": tx.init(params),
-          "model_state": model_state, "skipped_updates": zero,
-          "first_nonfinite": jnp.full((), -1, jnp.int32)}
+  state = {"step": zero, "params": params, "opt_state": tx.init(params),
+           "model_state": model_state, "skipped_updates": zero,
+           "first_nonfinite": jnp.full((), -1, jnp.int32)}
+  if ema:
+    state["ema_params"] = jax.tree_util.tree_map(jnp.copy, params)
+  return state
 
 
-def state_shardings(model, tx, example_inputs, mesh, class_sharded: bool):
+def evaluation_state(state):
+  """The state that evaluation scores: its ``ema_params`` as the params when it has them."""
+  return dict(state, params=state["ema_params"]) if "ema_params" in state else state
+
+
+def state_shardings(model, tx, example_inputs, mesh, class_sharded: bool, *, ema: bool = False):
   """``(abstract state, shardings)``: replicated, or the class axis of the heads sharded."""
-  abstract = jax.eval_shape(lambda r: init_state(model, tx, example_inputs, r),
+  abstract = jax.eval_shape(lambda r: init_state(model, tx, example_inputs, r, ema=ema),
                             jax.random.key(0))
   replicated = NamedSharding(mesh, P())
   shardings = jax.tree_util.tree_map(lambda _: replicated, abstract)
@@ -152,6 +167,8 @@ def state_shardings(model, tx, example_inputs, mesh, class_sharded: bool):
     shardings["opt_state"] = optax.tree_map_params(
         tx, lambda _, s: s, abstract["opt_state"], shardings["params"],
         transform_non_params=lambda _: replicated)
+    if ema:
+      shardings["ema_params"] = shardings["params"]
   return abstract, shardings
 
 
@@ -159,12 +176,14 @@ def restore_or_init(config, model, tx, train_data, mesh, manager):
   """The newest readable checkpoint's state (and the data counts of its steps), or a new
   state from ``config.seed``; sharded over ``mesh`` either way."""
   example_inputs = {k: v[:1] for k, v in train_data.train_batch(0, count=False).items()}
-  abstract, shardings = state_shardings(model, tx, example_inputs, mesh, config.mesh.classes > 1)
+  ema = config.optimizer.ema_decay > 0
+  abstract, shardings = state_shardings(model, tx, example_inputs, mesh, config.mesh.classes > 1,
+                                        ema=ema)
   target = jax.tree_util.tree_map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
   state, data_stats, restored_step = checkpointing.restore_latest(manager, target)
   if state is None:
-    return jax.jit(lambda r: init_state(model, tx, example_inputs, r),
+    return jax.jit(lambda r: init_state(model, tx, example_inputs, r, ema=ema),
                    out_shardings=shardings)(jax.random.key(config.seed))
   if jax.process_index() == 0:  # The checkpoint holds all processes' counts of the steps before.
     train_data.stats = data_lib.DataStats(**data_stats)
@@ -222,7 +241,8 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
   train_step = jax.jit(make_train_step(model, objective, tx, schedule, use_fused=use_fused,
                                        chunk_size=config.head.chunk_size, mesh=head_mesh,
                                        seed=config.seed,
-                                       freeze_on_nonfinite=config.nonfinite == "raise"),
+                                       freeze_on_nonfinite=config.nonfinite == "raise",
+                                       ema_decay=config.optimizer.ema_decay),
                        donate_argnums=0)
   replicated = NamedSharding(mesh, P())  # Every process reads the outputs of the whole batch.
   pass_one, pass_two = (jax.jit(f, out_shardings=replicated) for f in make_eval_step(
@@ -230,7 +250,7 @@ def train_and_evaluate(config, workdir, *, crash_after_step=None):
       chunk_size=config.head.chunk_size, mesh=head_mesh))
 
   def scorer():
-    return scoring.Scorer(pass_one, pass_two, state, to_device=to_global)
+    return scoring.Scorer(pass_one, pass_two, evaluation_state(state), to_device=to_global)
 
   def validation_metrics():
     val = report.validation(config, eval_data, objective, scorer(), info, label_stats)

@@ -153,6 +153,27 @@ def test_the_workdir_predicts_what_its_evaluation_scored(jsonl_run):
     assert f1 == pytest.approx(report["test"]["decoders"][name]["f1_micro"], abs=1e-6), name
 
 
+def test_a_run_with_a_moving_average_evaluates_and_predicts_with_it(tmp_path):
+  """``optimizer.ema_decay`` > 0: the checkpoint holds the params and their moving average;
+  the report's test P@1 and the predictor (through ``load_variables``) use the average."""
+  config = jsonl_config.get_config("runlocal")
+  config.async_checkpoints = False
+  config.optimizer.ema_decay = 0.9
+  report = train.train_and_evaluate(config, tmp_path)
+  _, state = checkpointing.load_state(tmp_path)
+  predictor = inference.Predictor.from_workdir(tmp_path)
+  for got, ema, raw in zip(*(jax.tree_util.tree_leaves(t) for t in (
+      predictor.variables["params"], state["ema_params"], state["params"]))):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(ema))
+  assert any(not np.array_equal(e, r) for e, r in zip(
+      jax.tree_util.tree_leaves(state["ema_params"]), jax.tree_util.tree_leaves(state["params"])))
+  _, test = _test_split(config)
+  top1 = predictor.decode({k: test[k] for k in ("token_ids", "token_weights")}, "top_1")["ids"]
+  truth = [set(row[row >= 0].tolist()) for row in test["label_ids"]]
+  p_at_1 = np.mean([t in s for t, s in zip(top1[:, 0], truth)])
+  assert p_at_1 == pytest.approx(report["test"]["ranking"]["precision_at_1"], abs=1e-6)
+
+
 def test_records_are_featurised_by_the_loaders_function(jsonl_run):
   workdir, config, _ = jsonl_run
   predictor = inference.Predictor.from_workdir(workdir)

@@ -129,6 +129,11 @@ def test_config_errors_come_before_compute(tmp_path):
   with pytest.raises(ValueError, match="`config.total_steps` must be >= 1"):
     configs.validate(c)
   c = tiny_config()
+  c.optimizer.ema_decay = 1.0
+  with pytest.raises(ValueError, match=r"`config.optimizer.ema_decay` must be in \[0, 1\) \(0: "
+                     r"no moving average\), got 1.0\."):
+    configs.validate(c)
+  c = tiny_config()
   c.data.options.update(num_clases=3)
   with pytest.raises(ValueError, match=r"does not take option\(s\) \['num_clases'\]"):
     train.train_and_evaluate(c, tmp_path / "c")

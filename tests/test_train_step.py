@@ -64,6 +64,33 @@ def test_a_nonfinite_update_is_not_applied_and_is_counted_on_device(freeze):
   del m1
 
 
+def test_the_moving_average_of_the_params_follows_its_recursion():
+  """``ema_decay`` d: after each applied update, ema = d * ema + (1 - d) * params (numpy,
+  from the params of each step); a skipped (non-finite) update leaves it as it was."""
+  objective, model, tx, batch, _ = _setup()
+  state = train.init_state(model, tx, {"features": batch["features"][:1]}, jax.random.key(0),
+                           ema=True)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, state["ema_params"], state["params"])
+  step = jax.jit(train.make_train_step(model, objective, tx, lambda s: 0.1, use_fused=False,
+                                       ema_decay=0.8))
+  want = jax.tree_util.tree_map(np.asarray, state["params"])
+  bad = dict(batch, features=np.full_like(batch["features"], np.nan))
+  for b in (batch, batch, bad, batch):
+    state, _ = step(state, b)
+    if b is not bad:
+      want = jax.tree_util.tree_map(lambda e, p: 0.8 * e + 0.2 * np.asarray(p), want,
+                                    state["params"])
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                           state["ema_params"], want)
+  assert int(state["skipped_updates"]) == 1
+  assert not np.allclose(jax.tree_util.tree_leaves(state["ema_params"])[0],
+                         jax.tree_util.tree_leaves(state["params"])[0])
+  evaluated = train.evaluation_state(state)
+  assert evaluated["params"] is state["ema_params"] and evaluated["step"] is state["step"]
+  plain = train.init_state(model, tx, {"features": batch["features"][:1]}, jax.random.key(0))
+  assert "ema_params" not in plain and train.evaluation_state(plain) is plain
+
+
 @pytest.mark.parametrize("loss", ["softmax", "count_distribution"])
 def test_eval_step_is_the_same_for_dense_and_fused_heads(loss):
   objective, model, tx, batch, state = _setup(loss)

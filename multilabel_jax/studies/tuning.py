@@ -273,12 +273,20 @@ def _maker(make_config, row, objective, seed, scale, setting, stage):
   return lambda: make_config(row, objective, seed, scale, setting, stage)
 
 
+# Keys that a stored config may lack: added later with a default that trains as before.
+_ADDED_KEYS = {("optimizer", "ema_decay"): 0.0}
+
+
 def _config_json(config) -> dict:
   """A config as its run report stores it (``train.train_and_evaluate``), without the keys
-  that cannot change the numbers (``data.prefetch``: the same batches, read another way)."""
+  that cannot change the numbers (``data.prefetch``: the same batches, read another way)
+  and those of ``_ADDED_KEYS`` at their defaults (reports stored before they existed)."""
   stored = json.loads(json.dumps(config) if isinstance(config, dict)
                       else config.to_json_best_effort())  # A copy either way.
   stored.get("data", {}).pop("prefetch", None)
+  for (group, key), default in _ADDED_KEYS.items():
+    if stored.get(group, {}).get(key, default) == default:
+      stored.get(group, {}).pop(key, None)
   return stored
 
 
