@@ -14,9 +14,9 @@ they were preempted (SIGTERM, which the launcher passes on to every process); el
 of the first process that failed by itself (128 + the signal number for a signal). When a
 process fails, the others normally stop within ``--heartbeat_timeout`` of ``experiments.run``:
 JAX's distributed runtime aborts them (SIGABRT) after printing ``JAX_STOPPED_MARK``. Those are
-not the cause, even when the launcher sees one of them stop first (on a loaded machine the
-failed process can take longer to exit than the heartbeat timeout), so their code is the
-job's only when every failed process was stopped so. Processes still running
+not the cause, even when the launcher sees one of them stop first (on a loaded machine it
+can see that before the failed process's own exit), so their code is the job's only when
+every failed process was stopped so. Processes still running
 ``--grace_period`` seconds after the first failure are killed.
 """
 
