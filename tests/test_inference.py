@@ -162,8 +162,8 @@ def test_a_run_with_a_moving_average_evaluates_and_predicts_with_it(tmp_path):
   report = train.train_and_evaluate(config, tmp_path)
   _, state = checkpointing.load_state(tmp_path)
   predictor = inference.Predictor.from_workdir(tmp_path)
-  for got, ema, raw in zip(*(jax.tree_util.tree_leaves(t) for t in (
-      predictor.variables["params"], state["ema_params"], state["params"]))):
+  for got, ema in zip(jax.tree_util.tree_leaves(predictor.variables["params"]),
+                      jax.tree_util.tree_leaves(state["ema_params"])):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(ema))
   assert any(not np.array_equal(e, r) for e, r in zip(
       jax.tree_util.tree_leaves(state["ema_params"]), jax.tree_util.tree_leaves(state["params"])))

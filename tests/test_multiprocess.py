@@ -136,7 +136,7 @@ def test_launcher_prefixes_output_and_returns_the_job_exit_code():
   assert _launch("--plan=0:75,1:75", module=fake, timeout=60).returncode == 75
   assert launch.job_exit_code([-9, -6], [1, 0]) == 134  # The first to fail: SIGABRT.
   # Process 0 is seen to stop first, but JAX stopped it because process 1 failed: the job's
-  # code is process 1's (what CI once saw, when process 1 took long to exit).
+  # code is process 1's (CI once saw process 0's abort before process 1's own exit).
   out = _launch("--plan=0:jaxabort,1:late3", module=fake, timeout=60)
   assert out.returncode == 3, out.stdout
   assert "experiments.launch: process 0 stopped (signal SIGABRT)" in out.stdout
