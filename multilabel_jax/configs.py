@@ -14,7 +14,7 @@ import inspect
 import json
 import pathlib
 import re
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import ml_collections
 
@@ -284,7 +284,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir) -> None:
   current = json.loads(config.to_json_best_effort())
   if path.exists():
     stored = json.loads(path.read_text())
-    diff = _diff(stored, current, json.loads(base_config().to_json_best_effort()))
+    diff = differing_keys(stored, current)
     if diff and not config.allow_config_change:
       raise ValueError(
           f"workdir {workdir} holds another run's config ({path}); differing keys: "
@@ -294,6 +294,12 @@ def check_workdir(config: ml_collections.ConfigDict, workdir) -> None:
       return
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(current, indent=2, sort_keys=True))
+
+
+def differing_keys(stored: dict, current: dict) -> List[str]:
+  """Dotted keys where a stored config (as JSON) and ``current`` differ; a key added to
+  :func:`base_config` since ``stored`` was written counts as no difference at its default."""
+  return _diff(stored, current, json.loads(base_config().to_json_best_effort()))
 
 
 def _diff(a, b, defaults, prefix=""):

@@ -33,6 +33,8 @@ import pathlib
 import statistics
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from multilabel_jax import configs
+
 TUNE, LENGTH, FINAL, CHECK = "tuned_tune", "tuned_length", "tuned_final", "tuned_check"
 CHECK_TOLERANCE = 0.03  # Relative change of validation P@1 at twice the budget.
 
@@ -273,25 +275,20 @@ def _maker(make_config, row, objective, seed, scale, setting, stage):
   return lambda: make_config(row, objective, seed, scale, setting, stage)
 
 
-# Keys that a stored config may lack: added later with a default that trains as before.
-_ADDED_KEYS = {("optimizer", "ema_decay"): 0.0}
-
-
 def _config_json(config) -> dict:
   """A config as its run report stores it (``train.train_and_evaluate``), without the keys
-  that cannot change the numbers (``data.prefetch``: the same batches, read another way)
-  and those of ``_ADDED_KEYS`` at their defaults (reports stored before they existed)."""
+  that cannot change the numbers (``data.prefetch``: the same batches, read another way)."""
   stored = json.loads(json.dumps(config) if isinstance(config, dict)
                       else config.to_json_best_effort())  # A copy either way.
   stored.get("data", {}).pop("prefetch", None)
-  for (group, key), default in _ADDED_KEYS.items():
-    if stored.get(group, {}).get(key, default) == default:
-      stored.get(group, {}).pop(key, None)
   return stored
 
 
-def _same_config(a, b) -> bool:
-  return a is not None and b is not None and _config_json(a) == _config_json(b)
+def _same_config(stored, current) -> bool:
+  """Whether a stored run's config is ``current`` (keys added since it was stored count at
+  their defaults, as when a workdir resumes: ``configs.differing_keys``)."""
+  return stored is not None and current is not None and not configs.differing_keys(
+      _config_json(stored), _config_json(current))
 
 
 def _tune_config(out, name: str) -> Optional[dict]:
