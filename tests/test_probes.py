@@ -1,9 +1,9 @@
-"""The debtags feature probes' own arithmetic, against brute force."""
+"""The debtags validation probes' own arithmetic (features, ensembles), against brute force."""
 
 import numpy as np
 import scipy.sparse
 
-from multilabel_jax.studies import probes
+from multilabel_jax.studies import ensembles, probes
 
 
 def test_precision_at_k_counts_labels_among_the_top_k():
@@ -27,3 +27,31 @@ def test_knn_votes_average_the_nearest_label_sets_by_similarity():
     near = np.argsort(-sim)[:3]
     want = (sim[near, None] * y_train[near]).sum(0) / sim[near].sum()
     np.testing.assert_allclose(got[n], want, rtol=1e-12)
+
+
+def test_standardise_gives_mean_zero_and_unit_sd_over_the_whole_matrix():
+  scores = np.random.default_rng(1).normal(3.0, 5.0, (7, 4))
+  got = ensembles.standardise(scores)
+  np.testing.assert_allclose(got, (scores - scores.mean()) / scores.std(), rtol=1e-12)
+  assert abs(got.mean()) < 1e-12 and abs(got.std() - 1) < 1e-12
+  assert np.all(ensembles.standardise(np.ones((2, 3))) == 0)  # No spread: no division by 0.
+
+
+def test_ensembles_average_every_subset_with_equal_weights():
+  labels = scipy.sparse.csr_matrix(np.array([[1, 0, 0], [0, 1, 0]], float))
+  members = {"a": np.array([[2.0, 0, 1.5], [0, 1, 0]]),      # Row 0 right, row 1 right.
+             "b": np.array([[0, 0, 1.0], [0, 0, 3.0]]),      # Both wrong.
+             "c": np.array([[0, 1.0, 0], [0, 3.0, 0]])}      # Row 0 wrong, row 1 right.
+  pad = lambda x: np.hstack([x, np.full((2, 3), -5.0)])  # 6 classes: P@5 is defined.
+  labels = scipy.sparse.csr_matrix(np.hstack([labels.toarray(), np.zeros((2, 3))]))
+  members = {k: pad(v) for k, v in members.items()}
+  got = ensembles.combinations(members, labels)
+  assert list(got) == ["a", "b", "c", "a+b", "a+c", "b+c", "a+b+c"]
+  assert [got[k]["precision_at_1"] for k in ("a", "b", "c")] == [1.0, 0.0, 0.5]
+  # a+b: row 0 [1, 0, 1.25] -> class 2 (miss); row 1 [0, .5, 1.5] -> class 2 (miss).
+  assert got["a+b"]["precision_at_1"] == 0.0 and got["a+b"]["members"] == 2
+  # a+b+c: row 0 [2/3, 1/3, 2.5/3] -> class 2 (miss); row 1 [0, 4/3, 1] -> class 1 (hit).
+  assert got["a+b+c"]["precision_at_1"] == 0.5
+  for name, p in got.items():
+    mean = sum(members[m] for m in name.split("+")) / len(name.split("+"))
+    assert p["precision_at_5"] == probes.precision_at(mean, labels, 5)

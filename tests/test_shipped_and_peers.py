@@ -44,6 +44,16 @@ def test_store_and_section(tmp_path):
   text = "\n".join(shipped.section(stats.load(tmp_path / "results") + reports[-1:]))
   assert "Linear probes of feature directions on debtags (validation only" in text
   assert "| bag | 0.9500 | 0.5000 |" in text and "| bag+bigrams | 0.9490 | 0.5010 |" in text
+  ensemble = {"data": "debtags", "title": "Score ensembles on debtags (validation only):",
+              "probes": {"run0+omikuji": {"precision_at_1": 0.96, "precision_at_5": 0.51}},
+              "members": {"runs": {"run0": {"objective": "squared_hinge", "model": "bow",
+                                            "total_steps": 940, "seed": 0}}}}
+  (tmp_path / "results" / "probes" / "debtags_ensembles.json").write_text(json.dumps(ensemble))
+  text = "\n".join(shipped.section(stats.load(tmp_path / "results") + reports[-1:]))
+  assert "Linear probes of feature directions on debtags (validation only" in text
+  assert "Score ensembles on debtags (validation only):" in text
+  assert "| run0+omikuji | 0.9600 | 0.5100 |" in text
+  assert "Trained members: run0 = squared_hinge bow, 940 steps, seed 0." in text
   assert shipped.section([]) == []
 
 

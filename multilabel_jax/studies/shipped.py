@@ -77,14 +77,21 @@ def section(reports: List[dict]) -> List[str]:
 
 
 def _probes(stored: List[dict]) -> List[str]:
-  """The linear probes of feature directions (:mod:`multilabel_jax.studies.probes`)."""
+  """The validation probes: linear probes of feature directions
+  (:mod:`multilabel_jax.studies.probes`) and score ensembles (:mod:`.ensembles`)."""
   lines = []
   for report in stored:
     body = [[name, f"{p['precision_at_1']:.4f}", f"{p['precision_at_5']:.4f}"]
             for name, p in report["probes"].items()]
-    lines += [f"Linear probes of feature directions on {report['data']} (validation only; "
-              "LibMultiLabel's linear one-vs-rest on the runs' own bag and on that bag with "
-              "each direction; `python -m multilabel_jax.studies.probes`):", ""]
+    lines += [report.get("title") or (
+        f"Linear probes of feature directions on {report['data']} (validation only; "
+        "LibMultiLabel's linear one-vs-rest on the runs' own bag and on that bag with "
+        "each direction; `python -m multilabel_jax.studies.probes`):"), ""]
+    runs = report.get("members", {}).get("runs", {})
+    if runs:
+      lines += ["Trained members: " + "; ".join(
+          f"{name} = {r['objective']} {r['model']}, {r['total_steps']} steps, seed {r['seed']}"
+          for name, r in runs.items()) + ".", ""]
     lines += rs.table(["probe", "val P@1", "val P@5"], body)
   return lines
 
