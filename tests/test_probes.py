@@ -55,3 +55,22 @@ def test_ensembles_average_every_subset_with_equal_weights():
   for name, p in got.items():
     mean = sum(members[m] for m in name.split("+")) / len(name.split("+"))
     assert p["precision_at_5"] == probes.precision_at(mean, labels, 5)
+
+
+def test_dependency_votes_average_the_linked_train_packages_label_sets():
+  train = [{"package": "a", "depends": ["libc"]}, {"package": "b", "depends": ["libc", "x", "q"]},
+           {"package": "libc", "depends": []}, {"package": "c", "depends": ["e"]}]
+  y_train = scipy.sparse.csr_matrix(np.eye(4))  # Train package n has label n alone.
+  evals = [{"package": "x", "depends": ["libc", "libc", "nowhere"]},  # Links: libc, b.
+           {"package": "e", "depends": []},                          # Link: c depends on e.
+           {"package": "z", "depends": ["nowhere"]}]                 # No train link.
+  got = probes.dependency_votes(evals, train, y_train)
+  # x depends on libc (2 train dependants: weight 1 / log 4), and b (3 dependencies:
+  # weight 1 / log 5) depends on x.
+  w_libc, w_b = 1 / np.log(4), 1 / np.log(5)
+  np.testing.assert_allclose(got[0], (w_libc * np.eye(4)[2] + w_b * np.eye(4)[1])
+                             / (w_libc + w_b), rtol=1e-12)
+  evals[0]["package"] = "y"  # Now only libc links it.
+  np.testing.assert_allclose(probes.dependency_votes(evals, train, y_train)[0], np.eye(4)[2])
+  np.testing.assert_allclose(got[1], np.eye(4)[3], rtol=1e-12)
+  assert np.all(got[2] == 0)

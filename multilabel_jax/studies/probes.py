@@ -10,7 +10,9 @@ LibMultiLabel's linear one-vs-rest (LIBLINEAR's L2-loss SVM, C = 1, the peers' s
 * ``bag+bigrams``: that bag beside the word bigrams of the text fields (sublinear TF-IDF over
   bigrams seen in at least 2 train records; each row L2-normalised again);
 * ``bag+knn``: the ``bag`` scores plus ``weight`` times a k-nearest-neighbour vote (cosine
-  similarity of the bags, the train neighbours' label sets averaged with those weights).
+  similarity of the bags, the train neighbours' label sets averaged with those weights);
+* ``bag+depends``: the ``bag`` scores plus ``weight`` times the label sets of the train
+  packages linked to the record by ``depends`` (:func:`dependency_votes`).
 
 Only validation P@1 and P@5 are computed: these are probes for a choice, not results. Each
 probe is stored as soon as it finishes. LibMultiLabel is in the ``results`` extra.
@@ -33,6 +35,7 @@ from multilabel_jax.data import debtags
 from multilabel_jax.studies import ovr_baseline, peers
 
 KNN = ((10, 0.25), (10, 0.5), (20, 0.25), (20, 0.5))  # (neighbours, weight of the vote)
+DEPENDS = (0.1, 0.25)  # Weights of the dependency-link vote.
 
 
 def precision_at(scores: np.ndarray, labels: scipy.sparse.csr_matrix, k: int) -> float:
@@ -52,29 +55,57 @@ def knn_votes(x_eval, x_train, y_train, k: int) -> np.ndarray:
   return votes / np.maximum(w.sum(1, keepdims=True), 1e-12)
 
 
-def bigram_features(path, labels: dict, class_names) -> dict:
-  """``{split: CSR}``: sublinear TF-IDF of the text fields' word bigrams, fit on train, in
-  the source's record order (the file's order within each split, checked against the
-  source's ``labels``: ``{split: CSR}``)."""
-  from sklearn.feature_extraction.text import TfidfVectorizer  # pylint: disable=g-import-not-at-top
-  fields = debtags.debtags_config(str(path)).text_fields
-  texts, tags = {s: [] for s in labels}, {s: [] for s in labels}
+def source_records(path, labels: dict, class_names) -> dict:
+  """``{split: [record]}``: the file's raw records in the source's order (the file's order
+  within each split, checked against the source's ``labels``: ``{split: CSR}``)."""
+  records = {s: [] for s in labels}
   with gzip.open(path, "rt", encoding="utf-8") as f:
     for line in f:
       if line.strip():
         record = json.loads(line)
         split = debtags.split_of(record["package"])
         if split in labels:
-          texts[split].append("\n".join(str(record.get(k, "")) for k in fields))
-          tags[split].append(set(record["tags"]))
+          records[split].append(record)
   known = set(class_names)
   for split, y in labels.items():
     source_tags = [{class_names[c] for c in y[n].indices} for n in range(y.shape[0])]
-    if source_tags != [t & known for t in tags[split]]:
+    if source_tags != [set(r["tags"]) & known for r in records[split]]:
       raise ValueError(f"{path}: the {split} records are not in the source's order")
+  return records
+
+
+def bigram_features(records: dict, fields) -> dict:
+  """``{split: CSR}``: sublinear TF-IDF of the text ``fields``' word bigrams in ``records``
+  (:func:`source_records`), fit on train."""
+  from sklearn.feature_extraction.text import TfidfVectorizer  # pylint: disable=g-import-not-at-top
+  texts = {s: ["\n".join(str(r.get(k, "")) for k in fields) for r in rs]
+           for s, rs in records.items()}
   vectorizer = TfidfVectorizer(ngram_range=(2, 2), min_df=2, sublinear_tf=True)
   vectorizer.fit(texts["train"])
   return {s: vectorizer.transform(t) for s, t in texts.items()}
+
+
+def dependency_votes(eval_records, train_records, y_train) -> np.ndarray:
+  """``[N, C]``: the label sets of the train packages each record is linked to by
+  ``depends`` (those it depends on and those that depend on it), averaged with weights
+  ``1 / log(2 + d)``, ``d`` the other end's number of links (a link to ``libc6`` says
+  little). Rows with no train link are 0."""
+  row = {r["package"]: n for n, r in enumerate(train_records)}
+  depends = {r["package"]: set(r.get("depends", ())) for r in train_records}
+  dependants = {}
+  for package, deps in depends.items():
+    for d in deps:
+      dependants.setdefault(d, set()).add(package)
+  votes = np.zeros((len(eval_records), y_train.shape[1]))
+  for n, r in enumerate(eval_records):
+    links = [(d, 1 / np.log(2 + len(dependants.get(d, ()))))
+             for d in set(r.get("depends", ())) if d in row]
+    links += [(q, 1 / np.log(2 + len(depends[q]))) for q in dependants.get(r["package"], ())]
+    if links:
+      for q, w in links:
+        votes[n] += w * y_train[row[q]].toarray().ravel()
+      votes[n] /= sum(w for _, w in links)
+  return votes
 
 
 def _l2_rows(x):
@@ -118,9 +149,16 @@ def main(argv=None) -> int:
     votes = knn_votes(bag["validation"], bag["train"], y["train"], k)
     probe(f"bag+knn_k{k}_w{weight:g}", base + weight * votes, start, knn_alone_precision_at_1=(
         precision_at(votes, y["validation"], 1)))
+  path = debtags.resolve_path(config.data.options.get("path"))
+  records = source_records(path, y, list(source.info.class_names))
+  for weight in DEPENDS:
+    start = time.time()
+    votes = dependency_votes(records["validation"], records["train"], y["train"])
+    probe(f"bag+depends_w{weight:g}", base + weight * votes, start,
+          depends_alone_precision_at_1=precision_at(votes, y["validation"], 1),
+          records_with_links=float((votes.sum(1) > 0).mean()))
   start = time.time()
-  bigrams = bigram_features(debtags.resolve_path(config.data.options.get("path")), y,
-                            list(source.info.class_names))
+  bigrams = bigram_features(records, debtags.debtags_config(str(path)).text_fields)
   both = {s: _l2_rows(scipy.sparse.hstack([bag[s], bigrams[s]]).tocsr()) for s in splits}
   probe("bag+bigrams", linear_scores(both), start, num_features=both["train"].shape[1])
   return 0
