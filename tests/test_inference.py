@@ -174,6 +174,20 @@ def test_a_run_with_a_moving_average_evaluates_and_predicts_with_it(tmp_path):
   assert p_at_1 == pytest.approx(report["test"]["ranking"]["precision_at_1"], abs=1e-6)
 
 
+def test_the_ensemble_probe_scores_a_run_in_its_sources_class_order(jsonl_run):
+  from multilabel_jax.studies import ensembles  # pylint: disable=g-import-not-at-top
+  workdir, config, _ = jsonl_run
+  source, test = _test_split(config)
+  names = list(source.info.class_names)
+  got = ensembles.run_scores(workdir, dict(test), names)
+  want = inference.Predictor.from_workdir(workdir).scores(
+      {k: test[k] for k in ("token_ids", "token_weights")})
+  np.testing.assert_array_equal(got, want)
+  with pytest.raises(ValueError, match=f"{workdir}: the run's {len(names)} classes are not "
+                                       "the source's, in order"):
+    ensembles.run_scores(workdir, dict(test), names[::-1])
+
+
 def test_records_are_featurised_by_the_loaders_function(jsonl_run):
   workdir, config, _ = jsonl_run
   predictor = inference.Predictor.from_workdir(workdir)

@@ -54,10 +54,14 @@ def combinations(members: dict, labels) -> dict:
   return out
 
 
-def run_scores(workdir: str, data: dict) -> np.ndarray:
-  """A trained run's ``[N, C]`` scores of the source's arrays ``data``."""
-  inputs = {k: v for k, v in data.items() if k != "label_ids"}
-  return inference.Predictor.from_workdir(workdir).scores(inputs)
+def run_scores(workdir: str, data: dict, class_names) -> np.ndarray:
+  """A trained run's ``[N, C]`` scores of the source's arrays ``data``; ValueError if the
+  run's classes are not the source's ``class_names``, in order."""
+  predictor = inference.Predictor.from_workdir(workdir)
+  if list(predictor.label_names) != list(class_names):
+    raise ValueError(f"{workdir}: the run's {predictor.num_classes} classes are not the "
+                     "source's, in order: a run of another config or file.")
+  return predictor.scores({k: v for k, v in data.items() if k != "label_ids"})
 
 
 def main(argv=None) -> int:
@@ -75,7 +79,7 @@ def main(argv=None) -> int:
   members, seconds, runs = {}, {}, {}
   for i, workdir in enumerate(w for w in args.workdirs.split(",") if w):
     start = time.time()
-    members[f"run{i}"] = standardise(run_scores(workdir, data["validation"]))
+    members[f"run{i}"] = standardise(run_scores(workdir, data["validation"], source.info.class_names))
     seconds[f"run{i}"] = time.time() - start
     run_config = json.loads((pathlib.Path(workdir) / "config.json").read_text())
     runs[f"run{i}"] = {"workdir": workdir, "seed": run_config["seed"],
