@@ -70,7 +70,7 @@ def test_dependency_votes_average_the_linked_train_packages_label_sets():
   w_libc, w_b = 1 / np.log(4), 1 / np.log(5)
   np.testing.assert_allclose(got[0], (w_libc * np.eye(4)[2] + w_b * np.eye(4)[1])
                              / (w_libc + w_b), rtol=1e-12)
-  evals[0]["package"] = "y"  # Now only libc links it.
-  np.testing.assert_allclose(probes.dependency_votes(evals, train, y_train)[0], np.eye(4)[2])
   np.testing.assert_allclose(got[1], np.eye(4)[3], rtol=1e-12)
   assert np.all(got[2] == 0)
+  evals[0]["package"] = "y"  # Nothing depends on y: only libc links it.
+  np.testing.assert_allclose(probes.dependency_votes(evals, train, y_train)[0], np.eye(4)[2])

@@ -79,7 +79,8 @@ def main(argv=None) -> int:
   members, seconds, runs = {}, {}, {}
   for i, workdir in enumerate(w for w in args.workdirs.split(",") if w):
     start = time.time()
-    members[f"run{i}"] = standardise(run_scores(workdir, data["validation"], source.info.class_names))
+    scores = run_scores(workdir, data["validation"], source.info.class_names)
+    members[f"run{i}"] = standardise(scores)
     seconds[f"run{i}"] = time.time() - start
     run_config = json.loads((pathlib.Path(workdir) / "config.json").read_text())
     runs[f"run{i}"] = {"workdir": workdir, "seed": run_config["seed"],
