@@ -93,3 +93,23 @@ def test_peers_read_the_file_given_and_store_under_the_dataset_name(tmp_path, mo
   with open(fixture, encoding="utf-8") as f:  # The fixture's records, not debtags' 30,300.
     assert 0 < seen["records"] <= sum(1 for line in f) and seen["dataset"] == "tiny"
   assert (tmp_path / "tiny_omikuji.json").exists()
+
+
+def test_read_splits_gives_each_split_as_its_arrays_bags_and_labels():
+  from experiments import jsonl as jsonl_config  # pylint: disable=g-import-not-at-top
+  from multilabel_jax import builders, labels  # pylint: disable=g-import-not-at-top
+  source = builders.build_source(jsonl_config.get_config("runlocal"))
+  arrays, x, y = peers.read_splits(source, ("train", "test"))
+  assert set(arrays) == set(x) == set(y) == {"train", "test"}
+  for split in ("train", "test"):
+    ids, weights = arrays[split]["token_ids"], arrays[split]["token_weights"]
+    assert x[split].shape == (source.num_examples(split), source.num_embeddings)
+    dense = np.zeros(x[split].shape)
+    for n in range(ids.shape[0]):
+      for i, w in zip(ids[n], weights[n]):
+        if w != 0:
+          dense[n, i] += w
+    np.testing.assert_allclose(x[split].toarray(), dense, rtol=1e-6)
+    want = np.asarray(labels.ids_to_dense(arrays[split]["label_ids"],
+                                          source.info.num_classes)) > 0
+    np.testing.assert_array_equal(y[split].toarray(), want.astype(float))

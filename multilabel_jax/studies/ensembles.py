@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from multilabel_jax import inference
-from multilabel_jax.studies import ovr_baseline, peers, probes
+from multilabel_jax.studies import peers, probes
 
 TITLE = ("Score ensembles on {data} (validation only; each member's scores standardised, "
          "members averaged with equal weights; `python -m multilabel_jax.studies.ensembles`):")
@@ -72,10 +72,7 @@ def main(argv=None) -> int:
   parser.add_argument("--out", default="results/probes/debtags_ensembles.json")
   args = parser.parse_args(argv)
   config, source = peers.load_source(args.config)
-  data = {s: source.read(s, np.arange(source.num_examples(s))) for s in ("train", "validation")}
-  x = {s: ovr_baseline.bag_to_csr(d["token_ids"], d["token_weights"], source.num_embeddings)
-       for s, d in data.items()}
-  y = {s: peers.label_csr(d["label_ids"], source.info.num_classes) for s, d in data.items()}
+  data, x, y = peers.read_splits(source, ("train", "validation"))
   members, seconds, runs = {}, {}, {}
   for i, workdir in enumerate(w for w in args.workdirs.split(",") if w):
     start = time.time()

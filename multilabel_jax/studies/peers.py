@@ -43,6 +43,16 @@ def label_csr(label_ids, num_classes: int) -> scipy.sparse.csr_matrix:
   return scipy.sparse.csr_matrix(dense.astype(np.float64))
 
 
+def read_splits(source, splits=("train", "validation", "test")):
+  """``(arrays, x, y)``, each ``{split: ...}``: a source's whole splits as its arrays, their
+  bags of words as a CSR ``[N, V]`` and their labels as a 0/1 CSR ``[N, C]``."""
+  arrays = {s: source.read(s, np.arange(source.num_examples(s))) for s in splits}
+  x = {s: ovr_baseline.bag_to_csr(d["token_ids"], d["token_weights"], source.num_embeddings)
+       for s, d in arrays.items()}
+  y = {s: label_csr(d["label_ids"], source.info.num_classes) for s, d in arrays.items()}
+  return arrays, x, y
+
+
 def libmultilabel_1vsrest(x, y, evals):
   import libmultilabel.linear as linear  # pylint: disable=g-import-not-at-top
   model = linear.train_1vsrest(y["train"], x["train"], options="-s 2 -m 1", verbose=False)
@@ -95,11 +105,7 @@ def run_peer(name: str, source, dataset: str = "") -> dict:
   (``dataset``: the name it is stored and shown under; default the source's)."""
   start = time.time()
   info = source.info
-  split = {s: source.read(s, np.arange(source.num_examples(s)))
-           for s in ("train", "validation", "test")}
-  x = {s: ovr_baseline.bag_to_csr(d["token_ids"], d["token_weights"], source.num_embeddings)
-       for s, d in split.items()}
-  y = {s: label_csr(d["label_ids"], info.num_classes) for s, d in split.items()}
+  split, x, y = read_splits(source)
   val_scores, test_scores = PEERS[name](x, y, ("validation", "test"))
   seconds = time.time() - start
   counts = np.asarray(y["train"].sum(0)).ravel()

@@ -32,7 +32,7 @@ import scipy.sparse
 
 from multilabel_jax import metrics
 from multilabel_jax.data import debtags
-from multilabel_jax.studies import ovr_baseline, peers
+from multilabel_jax.studies import peers
 
 KNN = ((10, 0.25), (10, 0.5), (20, 0.25), (20, 0.5))  # (neighbours, weight of the vote)
 DEPENDS = (0.1, 0.25)  # Weights of the dependency-link vote.
@@ -121,11 +121,7 @@ def main(argv=None) -> int:
   import libmultilabel.linear as linear  # pylint: disable=g-import-not-at-top
   config, source = peers.load_source("experiments/debtags.py")
   splits = ("train", "validation")
-  data = {s: source.read(s, np.arange(source.num_examples(s))) for s in splits}
-  bag = {s: ovr_baseline.bag_to_csr(d["token_ids"], d["token_weights"], source.num_embeddings)
-         for s, d in data.items()}
-  y = {s: peers.label_csr(d["label_ids"], source.info.num_classes)
-       for s, d in data.items()}
+  _, bag, y = peers.read_splits(source, splits)
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   stored = {"data": config.data.name, "split": "validation", "probes": {}}
