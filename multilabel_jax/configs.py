@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import math
 import pathlib
 import re
 from typing import Any, Dict, Iterable, List, Optional
@@ -298,7 +299,9 @@ def check_workdir(config: ml_collections.ConfigDict, workdir) -> None:
 
 def differing_keys(stored: dict, current: dict) -> List[str]:
   """Dotted keys where a stored config (as JSON) and ``current`` differ; a key added to
-  :func:`base_config` since ``stored`` was written counts as no difference at its default."""
+  :func:`base_config` since ``stored`` was written counts as no difference at its default.
+  Floats that differ only by round-off (relative 1e-9: ``3.0 * 1e-4`` against a stored
+  ``0.0003``) are the same value."""
   return _diff(stored, current, json.loads(base_config().to_json_best_effort()))
 
 
@@ -316,6 +319,11 @@ def _diff(a, b, defaults, prefix=""):
       continue
     if isinstance(va, dict) and isinstance(vb, dict):
       out += _diff(va, vb, default if isinstance(default, dict) else {}, f"{prefix}{k}.")
-    elif va != vb:
+    elif va != vb and not _same_float(va, vb):
       out.append(f"{prefix}{k}")
   return out
+
+
+def _same_float(a, b) -> bool:
+  numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+  return numbers and math.isclose(a, b, rel_tol=1e-9)

@@ -142,6 +142,11 @@ def test_config_errors_come_before_compute(tmp_path):
 def test_workdir_with_another_config_is_refused(tmp_path):
   configs.check_workdir(tiny_config(), tmp_path)
   other = tiny_config()
+  other.optimizer.lr *= 1 + 1e-12  # Round-off only: the same config.
+  configs.check_workdir(other, tmp_path)
+  other.optimizer.lr *= 1 + 1e-6
+  with pytest.raises(ValueError, match="differing keys: optimizer.lr"):
+    configs.check_workdir(other, tmp_path)
   other.optimizer.lr = 0.5
   with pytest.raises(ValueError, match="holds another run's config.*optimizer.lr"):
     configs.check_workdir(other, tmp_path)
