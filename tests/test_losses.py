@@ -161,6 +161,25 @@ def test_count_scores_and_abs_kl_match_numpy():
                                rtol=1e-4)
 
 
+def test_abs_kl_count_shrinks_when_the_distribution_is_uncertain():
+  # The loss's best count for a fixed distribution P: exact when P is sure, far below the
+  # true count when P spreads mass beyond the labels (the docstring's warning).
+  num_classes, labels = 200, np.array([[0, 1, 2]], np.int32)
+  log_z = jnp.linspace(-4.0, 3.0, 2001)
+
+  def best_count(p):
+    loss = jax.vmap(lambda lz: losses.abs_kl(
+        losses.count_scores(jnp.log(p)[None], lz[None]), labels)[0])(log_z)
+    return float(jnp.exp(log_z[jnp.argmin(loss)]))
+
+  sure = np.full(num_classes, 1e-12)
+  sure[:3] = 1 / 3
+  unsure = np.full(num_classes, 1e-12)
+  unsure[:3], unsure[3:103] = 0.1, 0.7 / 100
+  assert best_count(sure) == pytest.approx(3.0, rel=0.01)
+  assert best_count(unsure) < 0.6  # round(Z) = 0: by_count decodes empty sets.
+
+
 def np_pseudo_labels(z, dense, k):
   probs = scipy.special.softmax(z.astype(np.float64), -1)
   observed = dense > 0
