@@ -102,6 +102,9 @@ def test_the_seed_claims_are_judged_on_the_tuned_runs_alone_with_the_changed_ver
   assert "| hw20k P@1 | 0.4500 ± 0.0000 | 0.4700 ± 0.0000 |" in text and "debtags" not in text
   assert "refutes" in text  # P@1: softmax below sigmoid on all 3 seeds.
   assert verdict == "inconclusive"  # mAP ties.
+  body = "\n".join(claims.claim2(evidence)[3])
+  assert "Relative mAP change at 20k classes: +0.0%, over 3 shared seeds" in body
+  assert "Both sides' mAP is exact, so no bracket applies." in body  # No map_error stored.
   rep = report_lib.Report(reports)  # No shrunk runs: their claims are not run.
   text = "\n".join(rep.claims())
   assert text.index("## The seed claims, from the tuned runs") < text.index(
