@@ -294,8 +294,9 @@ def count_distribution_objective(num_classes, *, count_weight=1.0, mean_labels=N
 
 def abs_kl_objective(num_classes, *, eps=1e-6, mean_labels=None, bias_init=None, data=None):
   """abs-KL between Z * P and the multi-hot target; decode the top round(Z), which is empty
-  where Z is biased low (see :func:`count.abs_kl`). No fused form: the loss sums ``|(P - Q) log(P / Q)|`` over every class, whose gradient needs a
-  chunked kernel of its own (not written)."""
+  where Z is biased low (see :func:`count.abs_kl`). No fused form: the loss sums
+  ``|(P - Q) log(P / Q)|`` over every class, whose gradient needs a chunked kernel of its
+  own (not written)."""
   mean_labels = _mean_labels(mean_labels, data)
   return Objective(
       name="abs_kl", head_outputs=_count_head(num_classes, mean_labels, bias_init),
