@@ -11,6 +11,8 @@ Modules (import the names from here):
 * :mod:`.streaming`: the ``clu.metrics`` classes the evaluation loop merges batch by batch.
 * :mod:`.histogram_average_precision`: the older histogram mAP bracket (a fast option, not
   the default).
+* :mod:`.tie_orders`: per-class AP averaged over the orders of tied scores (host, dense), for
+  scores that tie by design such as the simulator's Bayes-optimal marginals.
 
 Labels are dense multi-hot ``[N, C]`` or int ids ``[N, L]`` padded with -1 everywhere.
 """
@@ -27,3 +29,4 @@ from multilabel_jax.metrics.ranking import (PSPTerms, average_precision_per_clas
 from multilabel_jax.metrics.sets import (SetCounts, average_k_accuracy, f1_score, hamming_loss,
                                          mean_set_size, precision_score, recall_score,
                                          set_counts)
+from multilabel_jax.metrics.tie_orders import expected_average_precision_per_class
