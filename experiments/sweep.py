@@ -31,8 +31,10 @@ holds them. ``--preset=accelerator`` has the longer schedules for a GPU/TPU host
 ``--preset=tuned`` is the tuned protocol (:mod:`multilabel_jax.studies.tuning`): every
 objective's learning rate (``LEARNING_RATES``) and own hyperparameter
 (``OBJECTIVE_HYPERPARAMETERS``) chosen on validation (groups ``tuned_tune``,
-``tuned_length``, ``tuned_final``, ``tuned_check``, and debtags' peers in ``peers``,
-``TUNED_PEERS``); ``--dry_run`` prints each run's state and expected time.
+``tuned_length``, ``tuned_final``, ``tuned_check``, debtags' peers in ``peers``,
+``TUNED_PEERS``, and in ``oracle`` each hashtag_world row's oracle mAP with its ties read
+both ways, :mod:`multilabel_jax.studies.oracle_ranking`); ``--dry_run`` prints each run's
+state and expected time.
 
   python -m experiments.sweep --out=results --preset=tuned --dry_run
   python -m experiments.sweep --out=results --preset=tuned --only=hw20k
@@ -224,6 +226,19 @@ def debtags_config(objective: str, seed: int, scale: Scale, variant: Optional[di
   return _finish(c, scale, seed)
 
 
+def _world(row: str) -> dict:
+  """The hashtag_world options of a tuned row: ``ambiguity_<level>`` or the "mid" world."""
+  group_size, noise = AMBIGUITY[row.split("_")[1] if row.startswith("ambiguity") else "mid"]
+  return dict(group_size=group_size, noise=noise)
+
+
+def _oracle(row: str, scale: Scale) -> dict:
+  """The oracle's test mAP of a hashtag_world row, ties read both ways, on the test rows of
+  the row's final runs (only the config's data part is read: any objective will do)."""
+  from multilabel_jax.studies import oracle_ranking  # pylint: disable=g-import-not-at-top
+  return oracle_ranking.evaluate(hashtag_config("softmax", 0, scale, **_world(row)))
+
+
 def tuned_config(row: str, objective: str, seed: int, scale: Scale, setting: tuning.Setting,
                  stage: str):
   """A run of the tuned protocol: the row's config with the setting's learning rate and
@@ -239,8 +254,7 @@ def tuned_config(row: str, objective: str, seed: int, scale: Scale, setting: tun
     c.optimizer.lr *= factor
     c.optimizer.deep_lr_with_wide *= factor
   else:
-    group_size, noise = AMBIGUITY[row.split("_")[1] if row.startswith("ambiguity") else "mid"]
-    c = hashtag_config(objective, seed, scale, group_size=group_size, noise=noise)
+    c = hashtag_config(objective, seed, scale, **_world(row))
     c.optimizer.lr = setting.lr
   c.objective_options.update(dict(setting.options))
   c.nonfinite = "skip"
@@ -266,6 +280,9 @@ def plan(preset: str = "cpu", out=None) -> List[Run]:
                        learning_rates=LEARNING_RATES,
                        hyperparameters=OBJECTIVE_HYPERPARAMETERS, make_config=tuned_config,
                        cost_model=COST_MODEL, run_type=Run)
+    runs += [Run("oracle", f"{row}_oracle", meta={"row": row}, estimate_s=60.0,
+                 fit=functools.partial(_oracle, row, stages.final))
+             for row, stages in TUNED_PRESETS[preset].items() if row != "debtags"]
     if "debtags" in TUNED_PRESETS[preset]:
       runs += [Run("peers", f"debtags_{name}", meta={"dataset": "debtags", "peer": name},
                    estimate_s=seconds, fit=functools.partial(_peer, name))

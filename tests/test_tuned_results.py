@@ -71,8 +71,24 @@ def test_row_table_has_the_oracle_and_each_objectives_fraction_of_it():
   text = "\n".join(tuned_results.row_table(t, "hw20k"))
   assert "| softmax | lr0.003 | 0.410 ± 0.010 | 0.450 ± 0.000 |" in text
   assert "| 0.90 ± 0.00 | 3 |" in text  # 0.45 / 0.5 of the oracle's P@1.
-  assert "| **oracle** (Bayes-optimal marginals) | - | - | 0.500 | 0.200 | 0.400 | 0.550 " \
-         "(expected_f1) | 1.00 | - |" in text
+  assert "| **oracle** (Bayes-optimal marginals) | - | - | 0.500 | 0.200 | 0.400 (step) | " \
+         "0.550 (expected_f1) | 1.00 | - |" in text
+  assert tuned_results.oracle_map_note(t, "hw20k").startswith(
+      "(step) The oracle's mAP with tied scores as one step")
+
+
+def test_the_oracle_row_takes_its_map_over_tie_orders_from_the_oracle_group():
+  both = {"sweep": {"group": "oracle", "row": "hw20k", "name": "hw20k_oracle"},
+          "oracle_ranking": {"map_step": 0.4, "map_over_tie_orders": 0.45,
+                             "tied_positives": 0.85}}
+  t = tuned_results.Tuned(_reports() + [both], ROWS, sweep.OBJECTIVES)
+  text = "\n".join(tuned_results.row_table(t, "hw20k"))
+  assert "| 0.500 | 0.200 | 0.450* | 0.550 (expected_f1) |" in text
+  assert tuned_results.oracle_map_note(t, "hw20k") == (
+      "(*) The oracle's mAP on average over the orders of its tied scores "
+      "(`multilabel_jax.studies.oracle_ranking`): 85% of its test positives share their "
+      "score with another row of their class. With ties as one step (sklearn's convention, "
+      "as the runs' mAP) it is 0.400.")
 
 
 def test_budget_verdict_stands_under_three_percent_and_is_marked_otherwise():
@@ -151,7 +167,7 @@ def test_tiny_tuned_runs_reach_the_report_with_the_oracle_and_the_plots(tmp_path
                                            "setting": setting.name}}))
   ran = sweep.run_sweep(tmp_path, preset="tuned_tiny", only="hw1k_")
   assert [n for n in ran if "_lr" not in n] == ["hw1k_softmax_s0", "hw1k_softmax_s1",
-                                                "hw1k_asl_s0", "hw1k_asl_s1"]
+                                                "hw1k_asl_s0", "hw1k_asl_s1", "hw1k_oracle"]
   assert sweep.run_sweep(tmp_path, preset="tuned_tiny", only="hw1k_") == ["hw1k_best_2x_s0"]
   monkeypatch.setitem(sweep.TUNED_PRESETS, "tuned", sweep.TUNED_PRESETS["tuned_tiny"])
   (tmp_path / "README.md").write_text("# readme\n")
@@ -163,3 +179,10 @@ def test_tiny_tuned_runs_reach_the_report_with_the_oracle_and_the_plots(tmp_path
     assert (tmp_path / "docs" / f"results_tuned_{name}.png").stat().st_size > 1000
   stored = json.loads((tmp_path / tuning.FINAL / "hw1k_softmax_s0.json").read_text())
   assert stored["reliability"]["reads_as"] == "distribution"
+  # The oracle group reads the runs' test rows: its step mAP is the one every run stored.
+  both = json.loads((tmp_path / "oracle" / "hw1k_oracle.json").read_text())["oracle_ranking"]
+  assert both["map_step"] == pytest.approx(stored["oracle"]["ranking"]["map"], abs=1e-5)
+  assert both["num_examples"] == stored["test"]["num_examples"]
+  assert (f"| {both['map_over_tie_orders']:.3f}* |" in text
+          and f"one step (sklearn's convention, as the runs' mAP) it is {both['map_step']:.3f}."
+          in text)

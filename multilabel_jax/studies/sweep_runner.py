@@ -212,9 +212,10 @@ def run_sweep(runs: Sequence[Run], out, *, preset: str, only: str = "", scratch=
         _claim_path(claims, run).unlink(missing_ok=True)
     # Validation only: a tuning sweep's log must not show test numbers before the choice.
     val = report.get("validation", {}).get("ranking") or report.get("validation_ranking", {})
+    p1 = (f", validation P@1 {val['precision_at_1']:.4f}" if "precision_at_1" in val
+          else "")  # A study run (e.g. the oracle's mAP) has no validation.
     print(f"[{i + 1}/{len(runs)}] {run.group}/{run.name}: "
-          f"{report['sweep']['wall_seconds']:.0f} s, validation P@1 "
-          f"{val.get('precision_at_1', float('nan')):.4f}", flush=True)
+          f"{report['sweep']['wall_seconds']:.0f} s{p1}", flush=True)
     done.append(run.name)
   return done
 

@@ -6,8 +6,9 @@ at twice the budget; the length check is :func:`tuning.section`'s). Per row:
 
 * a table of every objective at its chosen setting (validation and test P@1, P@5, mAP, the
   micro-F1 of the decoder prediction uses, and on hashtag_world its fraction of the oracle's
-  P@1), with the oracle (the simulator's Bayes-optimal marginals, same test rows) as a row
-  of its own and, on debtags, the peers stored by :mod:`multilabel_jax.studies.peers`;
+  P@1), with the oracle (the simulator's Bayes-optimal marginals, same test rows; its mAP
+  over the orders of its tied scores, :mod:`multilabel_jax.studies.oracle_ranking`) as a
+  row of its own and, on debtags, the peers stored by :mod:`multilabel_jax.studies.peers`;
 * the budget's verdict: the best objective at twice the budget moves validation P@1 by less
   than ``tuning.CHECK_TOLERANCE`` (relative): the budget stands; otherwise the row is
   *budget-limited*;
@@ -37,6 +38,8 @@ class Tuned:
     self.finals = rs.by_key(reports, tuning.FINAL, ("row", "objective"))
     self.checks = {k[0]: v.get(0) for k, v in rs.by_key(reports, tuning.CHECK, ("row",)).items()}
     self.peers = [r for r in reports if "peer" in r]
+    self.oracle_maps = {k[0]: v[0]["oracle_ranking"]
+                        for k, v in rs.by_key(reports, "oracle", ("row",)).items()}
 
   def runs(self, row: str, objective: str) -> Dict[int, dict]:
     return self.finals.get((row, objective), {})
@@ -129,7 +132,7 @@ def row_table(t: Tuned, row: str) -> List[str]:
     body.append(["**oracle** (Bayes-optimal marginals)", "-", "-",
                  f"{oracle['ranking']['precision_at_1']:.3f}",
                  f"{oracle['ranking']['precision_at_5']:.3f}",
-                 f"{oracle['ranking'].get('map', float('nan')):.3f}",
+                 _oracle_map_cell(oracle, t.oracle_maps.get(row)),
                  f"{f1:.3f} (expected_f1)", "1.00", "-"])
   if row == "debtags":
     for peer in t.peers:
@@ -140,6 +143,30 @@ def row_table(t: Tuned, row: str) -> List[str]:
                      f"{ranking['precision_at_1']:.3f}", f"{ranking['precision_at_5']:.3f}",
                      f"{ranking.get('map', float('nan')):.3f}", "-", "1"])
   return rs.table(header, body)
+
+
+def _oracle_map_cell(oracle: dict, both: Optional[dict]) -> str:
+  """The oracle's mAP over the orders of its tied scores, once the ``oracle`` group has it
+  (else its stored mAP, ties as one step, marked "(step)")."""
+  if both is None:
+    return f"{oracle['ranking'].get('map', float('nan')):.3f} (step)"
+  return f"{both['map_over_tie_orders']:.3f}*"
+
+
+def oracle_map_note(t: Tuned, row: str) -> str:
+  """What the oracle row's mAP cell means (empty for a row without an oracle)."""
+  oracle, both = t.oracle(row), t.oracle_maps.get(row)
+  if oracle is None:
+    return ""
+  if both is None:
+    return ("(step) The oracle's mAP with tied scores as one step (sklearn's convention, as "
+            "the runs' mAP): its marginals can tie by design, and this reading then "
+            "understates them; the `oracle` group of the sweep stores the mAP over the "
+            "orders of the ties.")
+  return (f"(*) The oracle's mAP on average over the orders of its tied scores "
+          f"(`multilabel_jax.studies.oracle_ranking`): {both['tied_positives']:.0%} of its "
+          f"test positives share their score with another row of their class. With ties as "
+          f"one step (sklearn's convention, as the runs' mAP) it is {both['map_step']:.3f}.")
 
 
 def budget_verdict(t: Tuned, row: str) -> str:
@@ -250,7 +277,8 @@ def section(t: Tuned) -> List[str]:
   for row in t.rows():
     note = t.rows_spec[row].note
     lines += [f"### {row}" + (f" ({note})" if note else ""), ""] + row_table(t, row)
-    lines += [budget_verdict(t, row), ""]
+    oracle_note = oracle_map_note(t, row)
+    lines += ([oracle_note, ""] if oracle_note else []) + [budget_verdict(t, row), ""]
   claim, evidence, verdict, body = claim6(t)
   lines += ["### Claim 6", "", f"> {claim}", "", f"Evidence: {evidence}", ""] + body
   return lines + [f"**Verdict: {verdict}.**", ""]
