@@ -103,7 +103,12 @@ def test_budget_verdict_stands_under_three_percent_and_is_marked_otherwise():
   check["validation"]["ranking"]["precision_at_1"] = 0.45
   t = tuned_results.Tuned(reports + [check], ROWS, sweep.OBJECTIVES)
   text = tuned_results.budget_verdict(t, "hw20k")
-  assert "(+7.1%): **budget-limited**" in text and "test P@1 is 0.480" in text
+  assert "(+7.1%): **budget-limited** (more than 3%, still rising: more training helps)" in text
+  assert "test P@1 is 0.480" in text
+  check["validation"]["ranking"]["precision_at_1"] = 0.40
+  t = tuned_results.Tuned(reports + [check], ROWS, sweep.OBJECTIVES)
+  assert "(-4.8%): **budget-limited** (more than 3%, falling: longer training at this " \
+         "setting does not help" in tuned_results.budget_verdict(t, "hw20k")
 
 
 def test_the_seed_claims_are_judged_on_the_tuned_runs_alone_with_the_changed_verdicts():

@@ -11,7 +11,8 @@ at twice the budget; the length check is :func:`tuning.section`'s). Per row:
   row of its own and, on debtags, the peers stored by :mod:`multilabel_jax.studies.peers`;
 * the budget's verdict: the best objective at twice the budget moves validation P@1 by less
   than ``tuning.CHECK_TOLERANCE`` (relative): the budget stands; otherwise the row is
-  *budget-limited*;
+  *budget-limited*, still rising or falling (then the budget is not short, but the
+  verdicts may depend on it);
 * the sixth claim: for each objective, the decoder whose sets come closest to the
   Bayes-optimal sets (smallest samples-F1 regret against the oracle's expected-F1 sets;
   :func:`multilabel_jax.report.against_oracle`), against the runner-up, paired by seed.
@@ -186,9 +187,12 @@ def budget_verdict(t: Tuned, row: str) -> str:
           f"({check['train']['steps']} steps) its validation P@1 goes from {base:.3f} to "
           f"{tuning.val_p1(check):.3f} ({moved:+.1%}): "
           + ("the budget stands." if stands else
-             f"**budget-limited** (more than {tuning.CHECK_TOLERANCE:.0%}); the verdicts above "
-             "hold at this budget only, and the check run's test P@1 is "
-             f"{rs.ranking(check, 'precision_at_1'):.3f}."))
+             f"**budget-limited** (more than {tuning.CHECK_TOLERANCE:.0%}, "
+             + ("still rising: more training helps" if moved > 0 else
+                "falling: longer training at this setting does not help, so the budget is not "
+                "short, but the ranking may change with it")
+             + "); the verdicts above hold at this budget only, and the check run's test P@1 "
+             f"is {rs.ranking(check, 'precision_at_1'):.3f}."))
 
 
 def _regret(decoder: str):
