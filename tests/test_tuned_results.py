@@ -111,6 +111,52 @@ def test_budget_verdict_stands_under_three_percent_and_is_marked_otherwise():
          "setting does not help" in tuned_results.budget_verdict(t, "hw20k")
 
 
+def test_a_budget_limited_row_is_shown_and_judged_at_both_budgets():
+  from multilabel_jax.studies import claims  # pylint: disable=g-import-not-at-top
+  check = _final("hw20k", "sigmoid", 0, val=0.45, test=0.48, regrets={}, group=tuning.CHECK,
+                 steps=4800)  # +7.1% on sigmoid, the best at the final budget.
+  doubled = [_final("hw20k", o, seed, val=0.46 if o == "softmax" else 0.44,
+                    test=0.5 if o == "softmax" else 0.45, regrets={"top_1": 0.1},
+                    group=tuning.DOUBLE, steps=4800)
+             for o in sweep.OBJECTIVES for seed in range(3)]
+  t = tuned_results.Tuned(_reports() + [check] + doubled[:6], ROWS, sweep.OBJECTIVES)
+  assert t.limited("hw20k") and t.best("hw20k") == "sigmoid"
+  text = "\n".join(tuned_results.doubled_table(t, "hw20k"))
+  assert text.startswith("#### hw20k at twice the budget (4800 steps)")
+  assert "(2 of 10 objectives so far)" in text  # sigmoid and softmax, 3 seeds each.
+  t = tuned_results.Tuned(_reports() + [check] + doubled, ROWS, sweep.OBJECTIVES)
+  twice = t.at_twice_the_budget()
+  assert twice.runs("hw20k", "softmax")[0] is doubled[3] and t.runs("hw20k", "softmax")[0] \
+      is not doubled[3]
+  text = "\n".join(tuned_results.doubled_table(t, "hw20k"))
+  assert "| softmax | lr0.003 | 0.460 ± 0.000 | 0.500 ± 0.000 |" in text
+  assert text.endswith("Best objective on validation at twice the budget: `softmax` (at the "
+                       "final budget: `sigmoid`).\n")
+  assert "(budget-limited; at twice the budget, `softmax` ranks best)." in \
+      tuned_results.advice(t)[0]
+  # The claims at twice the budget read the doubled runs: softmax now beats sigmoid on P@1.
+  assert "| hw20k P@1 | 0.4500 ± 0.0000 | 0.4700 ± 0.0000 |" in "\n".join(claims.claim1(
+      tuned_results.Evidence(t, report_lib.ROWS))[3])
+  assert "| hw20k P@1 | 0.5000 ± 0.0000 | 0.4500 ± 0.0000 |" in "\n".join(claims.claim1(
+      tuned_results.Evidence(twice, report_lib.ROWS))[3])
+  rep = report_lib.Report(_reports() + [check] + doubled)
+  text = "\n".join(rep.claims())
+  assert "## The seed claims at twice the budget" in text and (
+      "The budget-limited rows (hw20k) with every objective at twice the budget" in text)
+  assert "### Claim 1 (tuned, twice the budget)" in text
+  assert "| claim | shrunk runs | tuned runs |  | tuned, twice the budget |" in text
+  twice_claim1 = text[text.index("### Claim 1 (tuned, twice the budget)"):]
+  assert "| hw20k P@1 | 0.5000 ± 0.0000 | 0.4500 ± 0.0000 | 0.0500 ± 0.0000 | 3 | confirms |" \
+      in twice_claim1  # P@1 flips at twice the budget; mAP still ties: inconclusive.
+  assert "| 1 | not run | inconclusive | **changed** | inconclusive |" in text
+  assert "At twice the budget of the budget-limited rows (hw20k): 1: **inconclusive**" in (
+      rep.readme_section())
+  check["validation"]["ranking"]["precision_at_1"] = 0.43  # +2.4%: the budget stands.
+  t = tuned_results.Tuned(_reports() + [check] + doubled, ROWS, sweep.OBJECTIVES)
+  assert tuned_results.doubled_table(t, "hw20k") == []
+  assert t.at_twice_the_budget().runs("hw20k", "softmax") == t.runs("hw20k", "softmax")
+
+
 def test_the_seed_claims_are_judged_on_the_tuned_runs_alone_with_the_changed_verdicts():
   from multilabel_jax.studies import claims  # pylint: disable=g-import-not-at-top
   reports = _reports() + [_final("ambiguity_low", "softmax", 0, val=0.5, test=0.5, regrets={})]

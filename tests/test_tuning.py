@@ -269,3 +269,41 @@ def test_the_tuned_debtags_row_runs_its_peers_through_the_sweep(tmp_path):
   assert sweep_runner.run_sweep([fake], tmp_path, preset="tuned") == ["debtags_fake"]
   stored = json.loads((tmp_path / "peers" / "debtags_fake.json").read_text())
   assert stored["peer"] == "fake" and stored["sweep"]["group"] == "peers"
+
+
+def test_a_budget_limited_row_runs_every_objective_at_twice_the_budget(tmp_path):
+  for lr, p1 in (("0.0003", 0.1), ("0.001", 0.3), ("0.003", 0.2)):
+    _store(tmp_path, tuning.TUNE, f"hw1k_softmax_lr{lr}_s0", p1)
+    for gamma in (2, 4):
+      _store(tmp_path, tuning.TUNE, f"hw1k_asl_lr{lr}_gamma_neg{gamma}_s0", p1 + gamma / 100)
+  for objective, p1 in (("softmax", 0.5), ("asl", 0.4)):
+    for seed in range(2):
+      _store(tmp_path, tuning.FINAL, f"hw1k_{objective}_s{seed}", p1)
+  check = _by_name(sweep.plan("tuned_tiny", tmp_path))["hw1k_best_2x_s0"]
+  assert check.meta["objective"] == "softmax"
+
+  def store_check(p1):
+    check.path(tmp_path).parent.mkdir(parents=True, exist_ok=True)
+    check.path(tmp_path).write_text(json.dumps({
+        "validation": {"ranking": {"precision_at_1": p1}}, "train": {"steps": 4},
+        "sweep": {"wall_seconds": 1.0, "objective": "softmax"},
+        "config": json.loads(check.make_config().to_json_best_effort())}))
+
+  def doubled():
+    return {r.name: r for r in sweep.plan("tuned_tiny", tmp_path) if r.group == tuning.DOUBLE}
+
+  store_check(0.51)  # +2%: the budget stands, nothing more runs.
+  assert tuning.limited_check(tmp_path, "hw1k") is None and doubled() == {}
+  store_check(0.45)  # -10%: budget-limited (falling), every objective at twice the budget.
+  assert tuning.limited_check(tmp_path, "hw1k")["validation"]["ranking"]["precision_at_1"] == 0.45
+  runs = doubled()
+  assert sorted(runs) == ["hw1k_asl_s0", "hw1k_asl_s1", "hw1k_softmax_s0", "hw1k_softmax_s1"]
+  asl = runs["hw1k_asl_s1"]
+  assert asl.meta["setting"] == "lr0.001_gamma_neg4" and not asl.waits_for and asl.fit is None
+  config = asl.make_config()
+  assert (config.total_steps, config.seed, config.objective_options.gamma_neg) == (4, 1, 4.0)
+  reused = runs["hw1k_softmax_s0"]  # The check run is the best objective's doubled seed 0.
+  assert reused.meta["reused"] == "tuned_check/hw1k_best_2x_s0"
+  report = sweep_runner.run_one(reused, tmp_path, preset="tuned_tiny")
+  assert report["validation"]["ranking"]["precision_at_1"] == 0.45
+  assert report["sweep"]["group"] == tuning.DOUBLE and report["sweep"]["seed"] == 0

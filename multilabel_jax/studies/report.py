@@ -52,7 +52,9 @@ class Report:
                          None)
     self.tuned = tuned_results.Tuned(reports, sweep.TUNED_PRESETS["tuned"], sweep.OBJECTIVES)
     self.evidence = tuned_results.Evidence(self.tuned, ROWS, self.baseline)
-    self.verdicts, self.tuned_verdicts = {}, {}
+    self.twice = tuned_results.Evidence(self.tuned.at_twice_the_budget(), ROWS, self.baseline)
+    self.limited = [row for row in self.tuned.rows() if self.tuned.limited(row)]
+    self.verdicts, self.tuned_verdicts, self.twice_verdicts = {}, {}, {}
 
   def runs(self, row, objective) -> Dict[int, dict]:
     return self.main.get((row, objective), {})
@@ -168,6 +170,12 @@ class Report:
                 f"objective has all its final seeds (so far: {rows}); a comparison that needs "
                 "another row reads *not run*.", ""]
       lines += self._claims(self.evidence, self.tuned_verdicts, "Claim {} (tuned)")
+    if self.limited:
+      lines += ["## The seed claims at twice the budget", "",
+                f"The budget-limited rows ({', '.join(self.limited)}) with every objective "
+                "at twice the budget (`tuned_double`), the other rows as above; complete "
+                f"rows at this budget: {', '.join(self.twice.rows()) or 'none yet'}.", ""]
+      lines += self._claims(self.twice, self.twice_verdicts, "Claim {} (tuned, twice the budget)")
     lines += ["## The seed claims" + (" (earlier shrunk runs: one shared learning rate)"
                                       if self.tuned_verdicts else ""), ""]
     lines += self._claims(self, self.verdicts, "Claim {}")
@@ -175,9 +183,11 @@ class Report:
       body = [[str(i), self.verdicts[i], self.tuned_verdicts[i],
                "not judged yet" if self.tuned_verdicts[i] == "not run" else
                "same" if self.verdicts[i] == self.tuned_verdicts[i] else "**changed**"]
+              + ([self.twice_verdicts[i]] if self.twice_verdicts else [])
               for i in self.verdicts]
       lines += ["### Verdicts: shrunk runs against tuned runs", ""]
-      lines += rs.table(["claim", "shrunk runs", "tuned runs", ""], body)
+      lines += rs.table(["claim", "shrunk runs", "tuned runs", ""]
+                        + (["tuned, twice the budget"] if self.twice_verdicts else []), body)
     return lines
 
   @staticmethod
@@ -246,6 +256,9 @@ class Report:
       lines += ["Seed claims from the tuned runs (complete rows so far: "
                 f"{', '.join(self.evidence.rows())}): " + "; ".join(
                     f"{i}: **{v}**" for i, v in self.tuned_verdicts.items()) + "."]
+    if self.twice_verdicts:
+      lines += [f"At twice the budget of the budget-limited rows ({', '.join(self.limited)}): "
+                + "; ".join(f"{i}: **{v}**" for i, v in self.twice_verdicts.items()) + "."]
     lines += [("Seed claims from the earlier shrunk runs: " if self.tuned_verdicts else
                "Seed claims: ") + "; ".join(f"{i}: **{v}**" for i, v in self.verdicts.items())
               + " (see RESULTS.md).", "", "## Which loss and decoder should I use?", ""]

@@ -20,6 +20,7 @@ at twice the budget; the length check is :func:`tuning.section`'s). Per row:
 
 from __future__ import annotations
 
+import copy
 import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -41,6 +42,8 @@ class Tuned:
     self.peers = [r for r in reports if "peer" in r]
     self.oracle_maps = {k[0]: v[0]["oracle_ranking"]
                         for k, v in rs.by_key(reports, "oracle", ("row",)).items()}
+    self.doubles = rs.by_key(reports, tuning.DOUBLE, ("row", "objective"))
+    self.budget = "final"  # Or "twice": see at_twice_the_budget().
 
   def runs(self, row: str, objective: str) -> Dict[int, dict]:
     return self.finals.get((row, objective), {})
@@ -80,6 +83,28 @@ class Tuned:
         tuning.val_p1(r) for r in self.runs(row, o).values()))
 
 
+  def moved(self, row: str) -> Optional[float]:
+    """:func:`tuning.check_moved` of the row's stored check run (None before it is stored)."""
+    check = self.checks.get(row)
+    runs = self.runs(row, check["sweep"]["objective"]) if check else {}
+    return tuning.check_moved(runs[min(runs)], check) if runs else None
+
+  def limited(self, row: str) -> bool:
+    """Whether the row's check run marks it budget-limited."""
+    moved = self.moved(row)
+    return moved is not None and abs(moved) >= tuning.CHECK_TOLERANCE
+
+  def at_twice_the_budget(self) -> "Tuned":
+    """The same runs with each budget-limited row's ``tuned_double`` runs (every objective
+    at twice the budget) in place of its final runs; the rows whose budget stands keep
+    theirs. A limited row is :meth:`complete` again once all its doubled runs are stored."""
+    t = copy.copy(self)
+    t.finals = {k: self.doubles.get(k, {}) if self.limited(k[0]) else v
+                for k, v in self.finals.items()}
+    t.checks, t.budget = {}, "twice"
+    return t
+
+
 class Evidence:
   """The tuned final runs in the shape the five seed claims read
   (:mod:`multilabel_jax.studies.claims`): ``runs(row, objective)``, ``rows()``, the ambiguity
@@ -87,10 +112,11 @@ class Evidence:
   default) and the OvR ``baseline``; the shrunk sweep's ``long`` and ``tune`` groups have no
   tuned counterpart (each objective is tuned and trained at its row's final length)."""
 
-  candidates = "among the tuned final runs (each objective at its chosen setting)"
-
   def __init__(self, t: Tuned, rows: Sequence[str], baseline: Optional[dict] = None):
     self.tuned, self._rows, self.baseline = t, rows, baseline
+    self.candidates = ("among the tuned final runs (each objective at its chosen setting)"
+                       + (", the budget-limited rows' at twice the budget"
+                          if t.budget == "twice" else ""))
     self.amb = {(level, objective): t.runs(row, objective)
                 for level, row in (("low", "ambiguity_low"), ("mid", "hw1k"),
                                    ("high", "ambiguity_high"))
@@ -180,9 +206,8 @@ def budget_verdict(t: Tuned, row: str) -> str:
   if check is None:
     return f"Best objective on validation: `{best}`; its run at twice the budget is not stored yet."
   runs = t.runs(row, best)
-  base = tuning.val_p1(runs[min(runs)])
-  moved = (tuning.val_p1(check) - base) / max(base, 1e-12)
-  stands = abs(moved) < tuning.CHECK_TOLERANCE
+  base, moved = tuning.val_p1(runs[min(runs)]), t.moved(row)
+  stands = not t.limited(row)
   return (f"Best objective on validation: `{best}`. At twice the budget "
           f"({check['train']['steps']} steps) its validation P@1 goes from {base:.3f} to "
           f"{tuning.val_p1(check):.3f} ({moved:+.1%}): "
@@ -191,8 +216,29 @@ def budget_verdict(t: Tuned, row: str) -> str:
              + ("still rising: more training helps" if moved > 0 else
                 "falling: longer training at this setting does not help, so the budget is not "
                 "short, but the ranking may change with it")
-             + "); the verdicts above hold at this budget only, and the check run's test P@1 "
-             f"is {rs.ranking(check, 'precision_at_1'):.3f}."))
+             + "); the check run's test P@1 is "
+             f"{rs.ranking(check, 'precision_at_1'):.3f}, and every objective runs at both "
+             "budgets (below)."))
+
+
+def doubled_table(t: Tuned, row: str) -> List[str]:
+  """A budget-limited row at twice the budget: every objective's ``tuned_double`` runs and
+  the best objective there (empty for a row whose budget stands)."""
+  if not t.limited(row):
+    return []
+  twice = t.at_twice_the_budget()
+  steps = 2 * t.rows_spec[row].final.steps
+  lines = [f"#### {row} at twice the budget ({steps} steps)", ""]
+  if not twice.objectives_of(row):
+    return lines + ["Not stored yet (sweep group `tuned_double`).", ""]
+  lines += row_table(twice, row)
+  best = twice.best(row)
+  if best is None:
+    done, total = twice.progress(row)
+    return lines + [f"Best objective at twice the budget: chosen once every objective's "
+                    f"seeds are stored ({done} of {total} objectives so far).", ""]
+  return lines + [f"Best objective on validation at twice the budget: `{best}` (at the final "
+                  f"budget: `{t.best(row)}`).", ""]
 
 
 def _regret(decoder: str):
@@ -265,8 +311,11 @@ def advice(t: Tuned) -> List[str]:
       line += f"; its label sets come closest to Bayes-optimal with `{closest[best]}`"
     if closest.get("softmax") and best != "softmax":
       line += f"; trained with softmax, decode with `{closest['softmax']}`"
-    check = budget_verdict(t, row)
-    out.append(line + (" (budget-limited)" if "budget-limited" in check else "") + ".")
+    if t.limited(row):
+      twice = t.at_twice_the_budget().best(row)
+      line += (" (budget-limited" + (f"; at twice the budget, `{twice}` ranks best)"
+                                     if twice else ")"))
+    out.append(line + ".")
   return out
 
 
@@ -283,6 +332,7 @@ def section(t: Tuned) -> List[str]:
     lines += [f"### {row}" + (f" ({note})" if note else ""), ""] + row_table(t, row)
     oracle_note = oracle_map_note(t, row)
     lines += ([oracle_note, ""] if oracle_note else []) + [budget_verdict(t, row), ""]
+    lines += doubled_table(t, row)
   claim, evidence, verdict, body = claim6(t)
   lines += ["### Claim 6", "", f"> {claim}", "", f"Evidence: {evidence}", ""] + body
   return lines + [f"**Verdict: {verdict}.**", ""]

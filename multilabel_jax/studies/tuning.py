@@ -17,6 +17,9 @@ Three stages per dataset row, each a group of stored runs (``<out>/<group>/<name
 * ``tuned_check``: the row's best objective (highest mean validation P@1 over the final
   seeds) once more at twice the final length, seed 0: if its validation P@1 moves by less
   than 3% (relative), the row's budget stands; otherwise the row is budget-limited.
+* ``tuned_double``: a budget-limited row's every objective and seed at twice the final
+  length, at the same chosen settings, so its verdicts are given at both budgets; the
+  check run is the best objective's seed 0 there (stored again, as above).
 
 A run whose inputs are not stored yet is planned as *waiting* (``Run.waits_for`` says for
 what) and becomes runnable once they are: the sweep re-plans after each pass. The expected
@@ -35,7 +38,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from multilabel_jax import configs
 
-TUNE, LENGTH, FINAL, CHECK = "tuned_tune", "tuned_length", "tuned_final", "tuned_check"
+TUNE, LENGTH, FINAL, CHECK, DOUBLE = ("tuned_tune", "tuned_length", "tuned_final",
+                                      "tuned_check", "tuned_double")
 CHECK_TOLERANCE = 0.03  # Relative change of validation P@1 at twice the budget.
 
 
@@ -168,6 +172,24 @@ def best_objective(out, row: str, objectives: Sequence[str], seeds: int
   return max(means, key=means.get), []
 
 
+def check_moved(final_seed0: dict, check: dict) -> float:
+  """Relative change of validation P@1 from the best objective's final seed 0 to its run at
+  twice the budget; the row is budget-limited where ``abs(...) >= CHECK_TOLERANCE``."""
+  base = val_p1(final_seed0)
+  return (val_p1(check) - base) / max(base, 1e-12)
+
+
+def limited_check(out, row: str) -> Optional[dict]:
+  """The stored check run of ``row`` if it marks the row budget-limited, else None."""
+  check = _load(pathlib.Path(out) / CHECK / f"{row}_best_2x_s0.json")
+  if check is None:
+    return None
+  final = _load(pathlib.Path(out) / FINAL / f"{row}_{check['sweep']['objective']}_s0.json")
+  if final is None or abs(check_moved(final, check)) < CHECK_TOLERANCE:
+    return None
+  return check
+
+
 def estimate_seconds(out, group: str, row: str, steps: int,
                      cost_model: Dict[str, Tuple[float, float]], objective: str = "") -> float:
   """Expected wall seconds of one run here: the median seconds per step of the stored runs of
@@ -208,7 +230,8 @@ def plan(rows: Dict[str, Stages], out, *, objectives: Sequence[str], learning_ra
          hyperparameters, make_config: Callable, cost_model, run_type) -> list:
   """The runs of the tuned protocol (``run_type``: ``sweep_runner.Run``).
   ``make_config(row, objective, seed, scale, setting, stage)`` builds a run's config
-  (``stage``: :data:`TUNE`, :data:`FINAL` or :data:`CHECK`)."""
+  (``stage``: :data:`TUNE`, :data:`LENGTH`, :data:`FINAL`, :data:`CHECK` or
+  :data:`DOUBLE`)."""
   runs = []
 
   def lrs(row):
@@ -268,6 +291,27 @@ def plan(rows: Dict[str, Stages], out, *, objectives: Sequence[str], learning_ra
          "setting": chosen.name if best and chosen else None},
         double.steps, row, best or "", waits_for=f"{len(missing)} final runs of {row}"
         if missing else "")
+  for row, st in rows.items():  # Stage 4: a budget-limited row, all of it at twice the budget.
+    check = limited_check(out, row)
+    if check is None:
+      continue
+    double = dataclasses.replace(st.final, steps=2 * st.final.steps)
+    source = st.choices_from or row
+    for objective in st.objectives or objectives:
+      setting = choose(out, source, objective, lrs(source), hyperparameters)[1]
+      if setting is None:  # Its grid grew since its final runs (not in a sweep's order).
+        continue
+      for seed in range(st.final.seeds):
+        make = _maker(make_config, row, objective, seed, double, setting, DOUBLE)
+        meta = {"dataset": row, "objective": objective, "seed": seed, "setting": setting.name,
+                "chosen_on": source}
+        if (seed == 0 and objective == check["sweep"]["objective"]
+            and _same_config(check.get("config"), make())):
+          runs.append(run_type(DOUBLE, f"{row}_{objective}_s0",
+                               fit=_reuse(out, f"{row}_best_2x_s0", CHECK),
+                               meta=dict(meta, row=row, reused=f"{CHECK}/{row}_best_2x_s0")))
+          continue
+        add(DOUBLE, f"{row}_{objective}_s{seed}", make, meta, double.steps, row, objective)
   return runs
 
 
@@ -296,11 +340,11 @@ def _tune_config(out, name: str) -> Optional[dict]:
   return None if report is None else report.get("config")
 
 
-def _reuse(out, name: str) -> Callable[[], dict]:
-  """The stored tune run ``name`` as the report of a final run (its own sweep record
-  goes: the final run's replaces it, and says where the run came from)."""
+def _reuse(out, name: str, group: str = TUNE) -> Callable[[], dict]:
+  """The stored run ``group/name`` as the report of a later stage's run (its own sweep
+  record goes: the new run's replaces it, and says where the run came from)."""
   def fit():
-    report = dict(_load(pathlib.Path(out) / TUNE / f"{name}.json"))
+    report = dict(_load(pathlib.Path(out) / group / f"{name}.json"))
     report.pop("sweep", None)
     return report
   return fit
@@ -333,7 +377,8 @@ def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Seq
            "`python -m experiments.sweep --preset=tuned` (`multilabel_jax/studies/tuning.py`): "
            "each objective's learning rate and own hyperparameter chosen on seed 0's "
            "validation P@1, then seeds at the chosen setting, then the best objective at twice "
-           "the budget. Its verdicts replace the tables below once its rows are complete; "
+           "the budget and, where that moves it by 3% or more, every objective there. Its "
+           "verdicts replace the tables below once its rows are complete; "
            "until then nothing here is compared. `--dry_run` lists what is left and its "
            "expected time. A learning rate chosen at the edge of its grid grows the grid by one "
            f"step past that edge (at most {MAX_EXTENSIONS} steps); a choice still at the edge "
