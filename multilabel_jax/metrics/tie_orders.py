@@ -3,10 +3,11 @@
 sklearn's AP (:mod:`.average_precision`, :func:`.ranking.average_precision_per_class`)
 counts a group of tied scores as one step: every positive in it gets the precision at the
 group's end. That is the right reading of a model's scores, which rarely tie, but it
-understates scores that tie by design, such as Bayes-optimal marginals that depend on a
+misreads scores that tie by design, such as Bayes-optimal marginals that depend on a
 discrete latent (hashtag_world's context labels: every example of a topic gets the same
-probability). Ranking by the marginals and breaking their ties in any order is optimal for
-AP, and this module gives the mean AP over all those orders, in closed form.
+probability; there it reads them low). Any order of the ties is as good as another, and a
+strict ranking must pick one; this module gives the mean AP over all those orders, in
+closed form.
 
 For one class, sort by score and take a tie group of ``n`` items with ``a`` positives,
 after ``S`` items and ``R`` positives ranked strictly above it. A positive at the group's

@@ -7,8 +7,9 @@ its context labels), and that convention then reads them below what any strict o
 them scores: on ambiguity_low, below a trained softmax. This study recomputes the oracle's
 mAP on the same test rows both ways, ties as one step (it must equal the runs' stored
 figure) and on average over the orders of the ties
-(:func:`multilabel_jax.metrics.tie_orders.expected_average_precision_per_class`), the
-Bayes-optimal value a model's continuous scores are measured against.
+(:func:`multilabel_jax.metrics.tie_orders.expected_average_precision_per_class`): the
+mAP of the oracle's ranking made strict at random, which is what a model's continuous,
+tie-free scores are compared with.
 
 Usage (the tuned sweep's ``oracle`` group runs it per hashtag_world row)::
 
