@@ -89,3 +89,30 @@ def test_bad_input_is_named():
 
 def test_docstring_example():
   assert doctest.testmod(tie_orders).failed == 0
+
+
+def test_oracle_ranking_reads_the_simulators_test_rows_both_ways(monkeypatch):
+  from experiments import sweep  # pylint: disable=g-import-not-at-top
+  from multilabel_jax.data.hashtag_world import HashtagWorld  # pylint: disable=g-import-not-at-top
+  from multilabel_jax.studies import oracle_ranking  # pylint: disable=g-import-not-at-top
+  scale = sweep.TUNED_PRESETS["tuned_tiny"]["ambiguity_low"].final
+  config = sweep.hashtag_config("softmax", 0, scale, group_size=1, noise=0.15)
+  got = oracle_ranking.evaluate(config, batch_size=24)["oracle_ranking"]
+  world = HashtagWorld(**config.data.options.to_dict())
+  idx = np.arange(scale.num_test)
+  marginals = world.oracle_marginals("test", idx)  # From the latent, not the features.
+  dense = np.zeros(marginals.shape, bool)
+  for i, row in enumerate(world.read_labels("test", idx)):
+    dense[i, row[row >= 0]] = True
+  has = dense.any(axis=0)
+  step = np.mean([skm.average_precision_score(dense[:, c], marginals[:, c])
+                  for c in np.flatnonzero(has)])
+  assert got["num_examples"] == scale.num_test and got["num_classes_with_positives"] == has.sum()
+  assert got["map_step"] == pytest.approx(step, abs=1e-6)
+  assert got["map_over_tie_orders"] == pytest.approx(
+      np.nanmean(ap_over_orders(marginals, dense)), abs=1e-6)
+  # The low-ambiguity world ties most positives, and the step reading puts them low.
+  assert got["tied_positives"] > 0.5 and got["map_over_tie_orders"] > got["map_step"] + 0.05
+  monkeypatch.setattr(oracle_ranking.builders, "build_source", lambda c: object())
+  with pytest.raises(ValueError, match="`config.data.name` 'hashtag_world' has no oracle"):
+    oracle_ranking.evaluate(config)

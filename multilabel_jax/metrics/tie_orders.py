@@ -89,9 +89,8 @@ def _block(scores: np.ndarray, rel: np.ndarray, harmonic: np.ndarray) -> np.ndar
   starts = np.flatnonzero((pos == 0) | np.append(True, s[1:] != s[:-1]))
   size = np.diff(np.append(starts, s.size)).astype(np.float64)
   a = np.add.reduceat(y.astype(np.float64), starts)
-  positives_before = np.concatenate([[0], np.cumsum(y)])[starts]
-  first_of_row = np.concatenate([[0], np.cumsum(y)])[row[starts] * n]
-  r = positives_before - first_of_row
+  cum = np.concatenate([[0], np.cumsum(y)])  # Positives before each flat index.
+  r = cum[starts] - cum[row[starts] * n]  # ... within the class.
   above = pos[starts]
   h = harmonic[above + size.astype(np.int64)] - harmonic[above]
   spread = np.divide(a - 1, size - 1, out=np.zeros_like(a), where=size > 1)
