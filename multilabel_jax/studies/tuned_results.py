@@ -187,8 +187,8 @@ def oracle_map_note(t: Tuned, row: str) -> str:
     return ""
   if both is None:
     return ("(step) The oracle's mAP with tied scores as one step (sklearn's convention, as "
-            "the runs' mAP): its marginals can tie by design, and this reading then "
-            "understates them; the `oracle` group of the sweep stores the mAP over the "
+            "the runs' mAP): its marginals can tie by design, and this reading can then "
+            "misread them; the `oracle` group of the sweep stores the mAP over the "
             "orders of the ties.")
   return (f"(*) The oracle's mAP on average over the orders of its tied scores "
           f"(`multilabel_jax.studies.oracle_ranking`): {both['tied_positives']:.0%} of its "
