@@ -40,12 +40,10 @@ from multilabel_jax import labels as labels_lib
 def _dense_relevance(labels, scores) -> np.ndarray:
   """bool ``[N, C]`` from dense labels (> 0) or ids ``[N, L]`` (-1 padded)."""
   n, c = scores.shape
-  labels = np.asarray(labels_lib.check_labels(labels, num_classes=c, batch_size=n))
+  labels = labels_lib.check_labels(labels, num_classes=c, batch_size=n)
   if labels_lib.is_ids(labels):
-    rel = np.zeros((n, c + 1), bool)
-    rel[np.arange(n)[:, None], np.where(labels >= 0, labels, c)] = True
-    return rel[:, :c]
-  return labels > 0
+    return np.asarray(labels_lib.ids_to_dense(labels, c, bool))
+  return np.asarray(labels) > 0
 
 
 def expected_average_precision_per_class(scores, labels, *, where=None,
