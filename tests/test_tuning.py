@@ -158,6 +158,23 @@ def test_estimates_use_the_stored_runs_once_there_are_any(tmp_path, capsys):
   assert "runnable now: ~" in printed and "CPU hours" in printed
 
 
+def test_final_scale_groups_stand_in_for_each_others_time(tmp_path):
+  model = {"hw1k": (30.0, 0.5)}
+  assert tuning.estimate_seconds(tmp_path, tuning.DOUBLE, "hw1k", 100, model, "asl") == 80.0
+  _store(tmp_path, tuning.FINAL, "hw1k_softmax_s1", 0.3, steps=10, wall=30.0)
+  assert tuning.estimate_seconds(tmp_path, tuning.DOUBLE, "hw1k", 100, model, "asl") == 300.0
+  _store(tmp_path, tuning.FINAL, "hw1k_asl_s1", 0.3, steps=10, wall=20.0)
+  assert tuning.estimate_seconds(tmp_path, tuning.DOUBLE, "hw1k", 100, model, "asl") == 200.0
+  check = tmp_path / tuning.CHECK / "hw1k_best_2x_s0.json"  # Named without its objective.
+  check.parent.mkdir()
+  check.write_text(json.dumps({"train": {"steps": 20},
+                               "sweep": {"wall_seconds": 30.0, "objective": "asl"}}))
+  assert tuning.estimate_seconds(tmp_path, tuning.DOUBLE, "hw1k", 100, model, "asl") == 150.0
+  assert tuning.estimate_seconds(tmp_path, tuning.DOUBLE, "hw1k", 100, model, "zlpr") == 150.0
+  assert tuning.estimate_seconds(tmp_path, tuning.FINAL, "hw1k", 100, model, "asl") == 200.0
+  assert tuning.estimate_seconds(tmp_path, tuning.TUNE, "hw1k", 100, model, "asl") == 80.0
+
+
 @pytest.mark.slow  # One tiny training run.
 def test_a_tuned_run_trains_and_is_stored(tmp_path, capsys):
   scratch = tmp_path / "not_yet" / "scratch"  # Made when missing.

@@ -190,25 +190,36 @@ def limited_check(out, row: str) -> Optional[dict]:
   return check
 
 
+# Groups trained at a row's final scale, differing only in length: when a group has no stored
+# run yet, the runs of these stand in for its seconds per step (nearest length first).
+_STAND_INS = {FINAL: (CHECK, DOUBLE), CHECK: (DOUBLE, FINAL), DOUBLE: (CHECK, FINAL)}
+
+
 def estimate_seconds(out, group: str, row: str, steps: int,
                      cost_model: Dict[str, Tuple[float, float]], objective: str = "") -> float:
   """Expected wall seconds of one run here: the median seconds per step of the stored runs of
-  the same group, row and objective (else of the group and row) made on this hardware
+  the same row and objective (else of the row) made on this hardware
   (``sweep_runner.hardware``) once there are any, else ``a + b * steps`` from
-  ``cost_model[row] = (a, b)`` (fixed seconds, seconds per step)."""
+  ``cost_model[row] = (a, b)`` (fixed seconds, seconds per step). Runs of ``group`` come
+  first, then those of its stand-ins (:data:`_STAND_INS`)."""
   from multilabel_jax.studies import sweep_runner  # pylint: disable=g-import-not-at-top
   here = sweep_runner.hardware() + ","
-  for prefix in ([f"{row}_{objective}_"] if objective else []) + [f"{row}_"]:
-    per_step = []
-    for path in (pathlib.Path(out) / group).glob(f"{prefix}*.json"):
-      report = _load(path)
-      sweep, train = report.get("sweep", {}), report.get("train", {})
-      if not sweep.get("machine", here).startswith(here) or sweep.get("reused"):
-        continue  # Another machine's speed, or a run stored once and not trained again.
-      if sweep.get("wall_seconds") and train.get("steps"):
-        per_step.append(sweep["wall_seconds"] / train["steps"])
-    if per_step:
-      return statistics.median(per_step) * steps
+  groups = (group,) + _STAND_INS.get(group, ())
+  for same_objective in ([True] if objective else []) + [False]:
+    for g in groups:
+      per_step = []
+      for path in (pathlib.Path(out) / g).glob(f"{row}_*.json"):
+        report = _load(path)
+        sweep, train = report.get("sweep", {}), report.get("train", {})
+        if same_objective and not (path.name.startswith(f"{row}_{objective}_")
+                                   or sweep.get("objective") == objective):
+          continue  # A check run's name does not hold its objective; its report does.
+        if not sweep.get("machine", here).startswith(here) or sweep.get("reused"):
+          continue  # Another machine's speed, or a run stored once and not trained again.
+        if sweep.get("wall_seconds") and train.get("steps"):
+          per_step.append(sweep["wall_seconds"] / train["steps"])
+      if per_step:
+        return statistics.median(per_step) * steps
   a, b = cost_model[row]
   return a + b * steps
 
