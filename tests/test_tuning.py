@@ -253,7 +253,8 @@ def test_the_results_section_counts_tune_runs_and_shows_a_choice_once_the_grid_i
   for lr, p1 in (("0.01", 0.6), ("0.03", 0.7)):  # At the edge after both steps: marked.
     reports.append(stored("hw20k", "sigmoid", f"lr{lr}", p1))
   reports.append(stored("hw20k", "sigmoid", "lr0.1", 0.8))  # Past the last step: not shown.
-  assert "| hw20k | sigmoid | 5 of 5 | lr0.03 (0.700), lr at the edge | 0 of 3 |" in "\n".join(
+  assert ("| hw20k | sigmoid | 5 of 5 | lr0.03 (0.700), lr at the edge (+16.7% over lr0.01) |"
+          " 0 of 3 |") in "\n".join(
       tuning.section(reports, rows, **kw))
   assert "| hw1k | sigmoid |" not in text  # Nothing of hw1k is stored yet.
   assert "hw20k tuned at 2400 steps, final 2400 steps x 3 seeds (tuned at the final" in text

@@ -393,8 +393,9 @@ def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Seq
            "until then nothing here is compared. `--dry_run` lists what is left and its "
            "expected time. A learning rate chosen at the edge of its grid grows the grid by one "
            f"step past that edge (at most {MAX_EXTENSIONS} steps); a choice still at the edge "
-           "after that is marked. Where a row tunes at its final length, the chosen tune run "
-           "(same config, seed 0) is also its final seed 0, stored once.", "",
+           "after that is marked, with its gain over the next learning rate in (a small gain: "
+           "the curve has flattened there). Where a row tunes at its final length, the chosen "
+           "tune run (same config, seed 0) is also its final seed 0, stored once.", "",
            "Lengths: " + "; ".join(_lengths(row, st) for row, st in rows.items()) + ".", "",
            "| row | objective | tune runs | chosen (val P@1) | final seeds |",
            "|---|---|---|---|---|"]
@@ -411,8 +412,13 @@ def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Seq
       chosen = "-"
       if best is not None:
         lrs = sorted({s.lr for s in settings})
-        edge = best.lr in (lrs[0], lrs[-1])  # Still at the edge after the extensions.
-        chosen = f"{best.name} ({tuned[best.name]:.3f}){', lr at the edge' if edge else ''}"
+        chosen = f"{best.name} ({tuned[best.name]:.3f})"
+        if len(lrs) > 1 and best.lr in (lrs[0], lrs[-1]):  # Still at the edge after the
+          chosen += ", lr at the edge"  # extensions: marked, with its gain over the next lr in.
+          inner = Setting(lrs[-2] if best.lr == lrs[-1] else lrs[1], best.options)
+          if tuned.get(inner.name):
+            gain = tuned[best.name] / tuned[inner.name] - 1
+            chosen += f" ({gain:+.1%} over lr{inner.lr:g})"
       in_grid = {s.name for s in settings} & set(tuned)
       lines.append(f"| {row} | {objective} | {len(in_grid)} of {len(settings)}"
                    f"{' (from ' + source + ')' if st.choices_from else ''} | {chosen} | "
