@@ -186,7 +186,7 @@ class Report:
               + ([self.twice_verdicts[i]] if self.twice_verdicts else [])
               for i in self.verdicts]
       lines += ["### Verdicts: shrunk runs against tuned runs", ""]
-      lines += rs.table(["claim", "shrunk runs", "tuned runs", ""]
+      lines += rs.table(["claim", "shrunk runs", "tuned runs", "shrunk to tuned"]
                         + (["tuned, twice the budget"] if self.twice_verdicts else []), body)
     return lines
 
