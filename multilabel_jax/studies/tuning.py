@@ -413,8 +413,9 @@ def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Seq
       if best is not None:
         lrs = sorted({s.lr for s in settings})
         chosen = f"{best.name} ({tuned[best.name]:.3f})"
-        if len(lrs) > 1 and best.lr in (lrs[0], lrs[-1]):  # Still at the edge after the
-          chosen += ", lr at the edge"  # extensions: marked, with its gain over the next lr in.
+        # Still at the edge after the extensions: marked, with its gain over the next lr in.
+        if len(lrs) > 1 and best.lr in (lrs[0], lrs[-1]):
+          chosen += ", lr at the edge"
           inner = Setting(lrs[-2] if best.lr == lrs[-1] else lrs[1], best.options)
           if tuned.get(inner.name):
             gain = tuned[best.name] / tuned[inner.name] - 1
