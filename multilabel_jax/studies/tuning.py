@@ -205,19 +205,21 @@ def estimate_seconds(out, group: str, row: str, steps: int,
   from multilabel_jax.studies import sweep_runner  # pylint: disable=g-import-not-at-top
   here = sweep_runner.hardware() + ","
   groups = (group,) + _STAND_INS.get(group, ())
+  timed = {g: [] for g in groups}  # Per group: (same objective?, seconds per step) of each run.
+  for g in groups:
+    for path in (pathlib.Path(out) / g).glob(f"{row}_*.json"):
+      report = _load(path)
+      sweep, train = report.get("sweep", {}), report.get("train", {})
+      if not sweep.get("machine", here).startswith(here) or sweep.get("reused"):
+        continue  # Another machine's speed, or a run stored once and not trained again.
+      if sweep.get("wall_seconds") and train.get("steps"):
+        # A check run's name does not hold its objective; its report does.
+        same = bool(objective) and (path.name.startswith(f"{row}_{objective}_")
+                                    or sweep.get("objective") == objective)
+        timed[g].append((same, sweep["wall_seconds"] / train["steps"]))
   for same_objective in ([True] if objective else []) + [False]:
     for g in groups:
-      per_step = []
-      for path in (pathlib.Path(out) / g).glob(f"{row}_*.json"):
-        report = _load(path)
-        sweep, train = report.get("sweep", {}), report.get("train", {})
-        if same_objective and not (path.name.startswith(f"{row}_{objective}_")
-                                   or sweep.get("objective") == objective):
-          continue  # A check run's name does not hold its objective; its report does.
-        if not sweep.get("machine", here).startswith(here) or sweep.get("reused"):
-          continue  # Another machine's speed, or a run stored once and not trained again.
-        if sweep.get("wall_seconds") and train.get("steps"):
-          per_step.append(sweep["wall_seconds"] / train["steps"])
+      per_step = [t for same, t in timed[g] if same or not same_objective]
       if per_step:
         return statistics.median(per_step) * steps
   a, b = cost_model[row]
