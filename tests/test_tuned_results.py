@@ -237,3 +237,23 @@ def test_tiny_tuned_runs_reach_the_report_with_the_oracle_and_the_plots(tmp_path
   assert (f"| {both['map_over_tie_orders']:.3f}* |" in text
           and f"one step (sklearn's convention, as the runs' mAP) it is {both['map_step']:.3f}."
           in text)
+
+
+def test_oracle_target_is_judged_in_p1_units_with_the_check_run():
+  reports = _reports()  # Best: sigmoid, test P@1 0.47 on every seed; oracle 0.5, goal 0.45.
+  t = tuned_results.Tuned(reports, ROWS, sweep.OBJECTIVES)
+  assert tuned_results.oracle_target(t, "hw20k") == (
+      "Target: 90% of the oracle's test P@1, i.e. 0.450. `sigmoid` reaches 0.470 ± 0.000 "
+      "over 3 seeds: met.")
+  assert tuned_results.oracle_target(t, "hw1k") == ""  # No target for this row.
+  for r in reports:
+    r["oracle"]["ranking"]["precision_at_1"] = 0.5229  # Goal 0.4706: 0.47 rounds to 0.90.
+  check = _final("hw20k", "sigmoid", 0, val=0.421, test=0.4704, regrets={},
+                 group=tuning.CHECK, steps=4800)
+  t = tuned_results.Tuned(reports + [check], ROWS, sweep.OBJECTIVES)
+  text = tuned_results.oracle_target(t, "hw20k")
+  assert text.startswith("Target: 90% of the oracle's test P@1, i.e. 0.471. `sigmoid` reaches "
+                         "0.470 ± 0.000 over 3 seeds, and 0.470 in its run at twice the budget "
+                         "(4800 steps): **not met**.")
+  assert text.endswith("twice the budget does not close the gap (the budget stands).")
+  assert text in "\n".join(tuned_results.section(t))
