@@ -257,3 +257,22 @@ def test_oracle_target_is_judged_in_p1_units_with_the_check_run():
                          "(4800 steps): **not met**.")
   assert text.endswith("twice the budget does not close the gap (the budget stands).")
   assert text in "\n".join(tuned_results.section(t))
+
+
+def test_the_protocol_is_finished_once_checks_and_the_limited_rows_doubled_runs_are_stored():
+  rows = {"hw20k": ROWS["hw20k"]}
+  reports = _reports()  # Every final seed; best sigmoid, val 0.42 on seed 0.
+  assert not tuned_results.Tuned(reports, rows, sweep.OBJECTIVES).finished()  # No check.
+  check = _final("hw20k", "sigmoid", 0, val=0.43, test=0.48, regrets={}, group=tuning.CHECK,
+                 steps=4800)  # +2.4%: the budget stands.
+  assert tuned_results.Tuned(reports + [check], rows, sweep.OBJECTIVES).finished()
+  assert not tuned_results.Tuned(reports + [check], ROWS, sweep.OBJECTIVES).finished()
+  check["validation"]["ranking"]["precision_at_1"] = 0.45  # +7.1%: limited.
+  t = tuned_results.Tuned(reports + [check], rows, sweep.OBJECTIVES)
+  assert t.limited("hw20k") and not t.finished()
+  doubled = [_final("hw20k", o, seed, val=0.44, test=0.45, regrets={"top_1": 0.1},
+                    group=tuning.DOUBLE, steps=4800)
+             for o in sweep.OBJECTIVES for seed in range(3)]
+  assert not tuned_results.Tuned(reports + [check] + doubled[:-1], rows,
+                                 sweep.OBJECTIVES).finished()
+  assert tuned_results.Tuned(reports + [check] + doubled, rows, sweep.OBJECTIVES).finished()

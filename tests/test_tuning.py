@@ -325,3 +325,34 @@ def test_a_budget_limited_row_runs_every_objective_at_twice_the_budget(tmp_path)
   report = sweep_runner.run_one(reused, tmp_path, preset="tuned_tiny")
   assert report["validation"]["ranking"]["precision_at_1"] == 0.45
   assert report["sweep"]["group"] == tuning.DOUBLE and report["sweep"]["seed"] == 0
+
+
+def test_a_finished_protocol_states_its_cost_against_the_planned_hours():
+  reports = [{"sweep": {"group": tuning.TUNE, "row": "hw20k", "objective": "sigmoid",
+                        "setting": "lr0.001", "preset": "tuned", "wall_seconds": 7200.0},
+              "validation": {"ranking": {"precision_at_1": 0.4}}},
+             {"sweep": {"group": tuning.FINAL, "row": "hw20k", "objective": "sigmoid",
+                        "setting": "lr0.001", "preset": "tuned", "wall_seconds": 0.001,
+                        "reused": "tuned_tune/x"},
+              "validation": {"ranking": {"precision_at_1": 0.4}}},
+             {"sweep": {"group": "main", "preset": "cpu", "wall_seconds": 9e9}},  # Not tuned.
+             {"peer": "omikuji", "data": {"name": "debtags"},
+              "train": {"seconds_this_run": 3600.0}}]
+  assert tuning.run_hours(reports) == (3, pytest.approx(3.0, abs=1e-6))
+  kw = dict(objectives=sweep.OBJECTIVES, learning_rates=sweep.LEARNING_RATES,
+            hyperparameters=sweep.OBJECTIVE_HYPERPARAMETERS)
+  rows = sweep.TUNED_PRESETS["tuned"]
+  text = "\n".join(tuning.section(reports, rows, **kw))
+  assert text.startswith("## The tuned protocol (in progress)")
+  assert "nothing here is compared" in text and "h of run time" not in text
+  text = "\n".join(tuning.section(reports, rows, finished=True, **kw))
+  assert text.startswith("## The tuned protocol\n")
+  assert ("Every run it asks for is stored: 3 runs, 3 h of run time (the sum of each run's "
+          "own wall-clock;") in text
+  assert "That is within the 10 h planned for this machine." in text
+  assert "nothing here is compared" not in text
+  reports[0]["sweep"]["wall_seconds"] = 40 * 3600.0
+  text = "\n".join(tuning.section(reports, rows, finished=True, **kw))
+  assert "3 runs, 41 h of run time" in text
+  assert ("That is over the 10 h planned for this machine, mostly because hw20k and debtags "
+          "tune at their final length (below); nothing was cut.") in text

@@ -226,7 +226,8 @@ class Report:
     body = (self.setup() + shipped.section(self.reports)
             + tuning.section(self.reports, sweep.TUNED_PRESETS["tuned"],
                              objectives=sweep.OBJECTIVES, learning_rates=sweep.LEARNING_RATES,
-                             hyperparameters=sweep.OBJECTIVE_HYPERPARAMETERS)
+                             hyperparameters=sweep.OBJECTIVE_HYPERPARAMETERS,
+                             finished=self.tuned.finished())
             + tuned_results.section(self.tuned)
             + self.claims() + self.dataset_tables())
     figs = ["## Plots", ""] + [f"![{k}]({v})" + "\n" for k, v in plots.items()]

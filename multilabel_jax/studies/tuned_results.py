@@ -94,6 +94,13 @@ class Tuned:
     moved = self.moved(row)
     return moved is not None and abs(moved) >= tuning.CHECK_TOLERANCE
 
+  def finished(self) -> bool:
+    """Whether every run the protocol asks for is stored: each row's final seeds and check,
+    and each budget-limited row's runs at twice the budget."""
+    twice = self.at_twice_the_budget()
+    return all(self.complete(row) and self.checks.get(row) is not None
+               and (not self.limited(row) or twice.complete(row)) for row in self.rows_spec)
+
   def at_twice_the_budget(self) -> "Tuned":
     """The same runs with each budget-limited row's ``tuned_double`` runs (every objective
     at twice the budget) in place of its final runs; the rows whose budget stands keep

@@ -43,6 +43,7 @@ TUNE, LENGTH, FINAL, CHECK, DOUBLE = ("tuned_tune", "tuned_length", "tuned_final
 CHECK_TOLERANCE = 0.03  # Relative change of validation P@1 at twice the budget.
 # The best objective's test P@1 over the oracle's that a row should reach (issue 11: hw20k).
 ORACLE_TARGETS = {"hw20k": 0.90}
+PLANNED_HOURS = 10  # The preset's planned run time on the 2-core CPU machine (issue 11).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -372,11 +373,23 @@ def _lengths(row: str, st: Stages) -> str:
           + (f" ({st.note})" if st.note else ""))
 
 
+def run_hours(reports: Sequence[dict]) -> Tuple[int, float]:
+  """``(runs, hours)``: the tuned preset's stored runs and the sum of their own wall-clock
+  times (``sweep.wall_seconds``; a run reused from another stage counts once; the peers'
+  ``train.seconds_this_run``)."""
+  seconds = [r["sweep"].get("wall_seconds", 0.0) for r in reports
+             if r.get("sweep", {}).get("preset") == "tuned"]
+  seconds += [r["train"]["seconds_this_run"] for r in reports
+              if "peer" in r and r.get("data", {}).get("name") == "debtags"]
+  return len(seconds), sum(seconds) / 3600
+
+
 def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Sequence[str],
-            learning_rates, hyperparameters) -> List[str]:
-  """RESULTS.md's account of the tuned protocol so far (empty before its first stored run):
-  per row and objective, the tune runs stored out of the grid, the setting chosen once the
-  grid is complete (validation P@1), and the final seeds stored."""
+            learning_rates, hyperparameters, finished: bool = False) -> List[str]:
+  """RESULTS.md's account of the tuned protocol (empty before its first stored run): per
+  row and objective, the tune runs stored out of the grid, the setting chosen once the grid
+  is complete (validation P@1), and the final seeds stored; ``finished``: every run the
+  protocol asks for is stored, and its cost against ``PLANNED_HOURS``."""
   by = {}
   for r in reports:
     meta = r.get("sweep", {})
@@ -388,14 +401,23 @@ def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Seq
   def scores(group, row, objective):  # Setting name -> val P@1 (the last stored wins).
     return {r["sweep"]["setting"]: val_p1(r) for r in by.get((group, row, objective), [])}
 
-  lines = ["## The tuned protocol (in progress)", "",
+  runs, hours = run_hours(reports)
+  cost = (f"Every run it asks for is stored: {runs} runs, {hours:.0f} h of run time (the sum "
+          "of each run's own wall-clock; most ran two at a time on the 2 cores, so one run "
+          f"alone is faster). "
+          + (f"That is within the {PLANNED_HOURS} h planned for this machine."
+             if hours <= PLANNED_HOURS else
+             f"That is over the {PLANNED_HOURS} h planned for this machine, mostly because "
+             "hw20k and debtags tune at their final length (below); nothing was cut.")
+          if finished else
+          "Its verdicts replace the tables below once its rows are complete; until then "
+          "nothing here is compared. `--dry_run` lists what is left and its expected time.")
+  lines = ["## The tuned protocol" + ("" if finished else " (in progress)"), "",
            "`python -m experiments.sweep --preset=tuned` (`multilabel_jax/studies/tuning.py`): "
            "each objective's learning rate and own hyperparameter chosen on seed 0's "
            "validation P@1, then seeds at the chosen setting, then the best objective at twice "
-           "the budget and, where that moves it by 3% or more, every objective there. Its "
-           "verdicts replace the tables below once its rows are complete; "
-           "until then nothing here is compared. `--dry_run` lists what is left and its "
-           "expected time. A learning rate chosen at the edge of its grid grows the grid by one "
+           "the budget and, where that moves it by 3% or more, every objective there. "
+           + cost + " A learning rate chosen at the edge of its grid grows the grid by one "
            f"step past that edge (at most {MAX_EXTENSIONS} steps); a choice still at the edge "
            "after that is marked, with its gain over the next learning rate in (a small gain: "
            "the curve has flattened there). Where a row tunes at its final length, the chosen "
