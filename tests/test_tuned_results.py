@@ -132,8 +132,8 @@ def test_a_budget_limited_row_is_shown_and_judged_at_both_budgets():
   assert "| softmax | lr0.003 | 0.460 ± 0.000 | 0.500 ± 0.000 |" in text
   assert text.endswith("Best objective on validation at twice the budget: `softmax` (at the "
                        "final budget: `sigmoid`).\n")
-  assert "(budget-limited; at twice the budget, `softmax` ranks best)." in \
-      tuned_results.advice(t)[0]
+  assert ("(budget-limited; at twice the budget, `softmax` ranks best, its sets closest with "
+          "`top_1`).") in tuned_results.advice(t)[0]
   # The claims at twice the budget read the doubled runs: softmax now beats sigmoid on P@1.
   assert "| hw20k P@1 | 0.4500 ± 0.0000 | 0.4700 ± 0.0000 |" in "\n".join(claims.claim1(
       tuned_results.Evidence(t, report_lib.ROWS))[3])
@@ -149,11 +149,22 @@ def test_a_budget_limited_row_is_shown_and_judged_at_both_budgets():
   assert "| hw20k P@1 | 0.5000 ± 0.0000 | 0.4500 ± 0.0000 | 0.0500 ± 0.0000 | 3 | confirms |" \
       in twice_claim1  # P@1 flips at twice the budget; mAP still ties: inconclusive.
   assert "| 1 | not run | inconclusive | **changed** | inconclusive |" in text
+  # Claim 6 has no shrunk verdict; sigmoid's two closest decoders tie: inconclusive.
+  assert "| 6 | (new) | inconclusive | - | inconclusive |" in text
   assert "At twice the budget of the budget-limited rows (hw20k): 1: **inconclusive**" in (
       rep.readme_section())
+  # Claim 6 at both budgets: the doubled runs' only decoder, top_1, has regret 0.1.
+  sixth = "\n".join(tuned_results.section(t))
+  assert "| softmax | `top_3` 0.051 ± 0.001 |" in sixth[:sixth.index("### Claim 6 (twice")]
+  sixth = sixth[sixth.index("### Claim 6 (twice the budget)"):]
+  assert sixth.startswith("### Claim 6 (twice the budget)\n\nThe budget-limited rows (hw20k) "
+                          "with every objective at twice the budget (`tuned_double`)")
+  assert "| softmax | `top_1` 0.100 ± 0.000 | `top_1` 0.100 ± 0.000 |" in sixth
+  assert sixth.rstrip().endswith("**Verdict: inconclusive.**")
   check["validation"]["ranking"]["precision_at_1"] = 0.43  # +2.4%: the budget stands.
   t = tuned_results.Tuned(_reports() + [check] + doubled, ROWS, sweep.OBJECTIVES)
   assert tuned_results.doubled_table(t, "hw20k") == []
+  assert "Claim 6 (twice the budget)" not in "\n".join(tuned_results.section(t))
   assert t.at_twice_the_budget().runs("hw20k", "softmax") == t.runs("hw20k", "softmax")
 
 

@@ -185,6 +185,10 @@ class Report:
                "same" if self.verdicts[i] == self.tuned_verdicts[i] else "**changed**"]
               + ([self.twice_verdicts[i]] if self.twice_verdicts else [])
               for i in self.verdicts]
+      sixth = [tuned_results.claim6(self.tuned)[2]]  # New with the tuned protocol.
+      if self.twice_verdicts:
+        sixth.append(tuned_results.claim6(self.tuned.at_twice_the_budget())[2])
+      body.append(["6", "(new)", sixth[0], "-"] + sixth[1:])
       lines += ["### Verdicts: shrunk runs against tuned runs", ""]
       lines += rs.table(["claim", "shrunk runs", "tuned runs", "shrunk to tuned"]
                         + (["tuned, twice the budget"] if self.twice_verdicts else []), body)
