@@ -107,6 +107,7 @@ def test_tiny_sweep_stores_resumes_and_writes_the_report(tmp_path):
   report_lib.write(out, docs, readme)  # Idempotent: the section is replaced.
   assert readme.read_text().count(report_lib.README_START) == 1
   assert "Which loss and decoder should I use?" in readme.read_text()
+  assert "Measured by `python -m experiments.sweep` (shrunk CPU runs" in readme.read_text()
   assert (docs / "RESULTS.md").read_text() == text
   assert report_lib.COMMAND in text
   for i in range(1, 6):

@@ -190,8 +190,15 @@ def test_the_seed_claims_are_judged_on_the_tuned_runs_alone_with_the_changed_ver
   assert "### Claim 1 (tuned)" in text and "(so far: hw20k)" in text
   assert "| 1 | not run | inconclusive | **changed** |" in text
   assert "| 5 | not run | not run | not judged yet |" in text
+  readme = rep.readme_section()
   assert "Seed claims from the tuned runs (complete rows so far: hw20k): 1: **inconclusive**" in (
-      rep.readme_section())
+      readme)
+  assert "5: **not run**; 6: **inconclusive**." in readme  # Sigmoid's two decoders tie.
+  # The glance table: the tuned finals of the complete rows, the oracle, no shrunk numbers.
+  assert "Measured by `python -m experiments.sweep --preset=tuned`" in readme
+  assert "| objective | hashtag_world 20k |" in readme and "debtags (598" not in readme
+  assert "| softmax | 0.450 / 0.200 |" in readme and "| sigmoid | 0.470 / 0.200 |" in readme
+  assert "| oracle (Bayes-optimal marginals) | 0.500 / 0.400 |" in readme
 
 
 def test_claim6_names_the_closest_decoder_per_objective_with_a_paired_verdict():

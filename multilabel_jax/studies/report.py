@@ -237,11 +237,61 @@ class Report:
     figs = ["## Plots", ""] + [f"![{k}]({v})" + "\n" for k, v in plots.items()]
     return "\n".join(head + body + figs) + "\n"
 
+  def _glance_tuned(self) -> List[str]:
+    """The README's table from the tuned final runs of the complete rows, with the oracle
+    and debtags' peers (empty before any row is complete)."""
+    t, rows = self.tuned, self.evidence.rows()
+    if not rows:
+      return []
+
+    def cell(p1, mean_ap):
+      return f"{p1:.3f} / {mean_ap:.3f}"
+
+    body = []
+    for obj in sweep.OBJECTIVES:
+      cells = [obj]
+      for row in rows:
+        runs = t.runs(row, obj)
+        cells.append(cell(rs.stat(runs, lambda r: rs.ranking(r, "precision_at_1")).mean,
+                          rs.stat(runs, lambda r: rs.ranking(r, "map")).mean) if runs else "-")
+      body.append(cells)
+    oracle = ["oracle (Bayes-optimal marginals)"]
+    for row in rows:
+      o, both = t.oracle(row), t.oracle_maps.get(row)
+      oracle.append("-" if o is None else cell(
+          o["ranking"]["precision_at_1"],
+          both["map_over_tie_orders"] if both else o["ranking"]["map"]))
+    body.append(oracle)
+    if self.baseline and "debtags" in rows:
+      body.append(["peer: sklearn one-vs-rest logistic regression (untuned)"] + [
+          cell(rs.ranking(self.baseline, "precision_at_1"), rs.ranking(self.baseline, "map"))
+          if row == "debtags" else "-" for row in rows])
+    for peer in t.peers:
+      if peer["data"]["name"] == "debtags" and "debtags" in rows:
+        ranking = peer["test"]["ranking"]
+        body.append([f"peer: {peer['peer']} (untuned)"] + [
+            cell(ranking["precision_at_1"], ranking["map"]) if row == "debtags" else "-"
+            for row in rows])
+    return (["Measured by `python -m experiments.sweep --preset=tuned` (each objective at the "
+             "learning rate and own hyperparameter chosen on validation, 3 seeds; "
+             "budget-limited rows at their final budget; details, spreads, twice-the-budget "
+             "runs and plots in [docs/RESULTS.md](docs/RESULTS.md)). Test P@1 / mAP, mean "
+             "over seeds; `-`: not run in that row:", ""]
+            + rs.table(["objective"] + [ROW_TITLES[r] for r in rows], body))
+
   def readme_section(self) -> str:
-    lines = ["## Results at a glance", "",
-             "Measured by `python -m experiments.sweep` (shrunk CPU runs; details, spreads "
-             "and plots in [docs/RESULTS.md](docs/RESULTS.md)). Test P@1 and mAP, mean over "
-             "seeds:", ""]
+    lines = ["## Results at a glance", ""]
+    tuned = self._glance_tuned()
+    if tuned:
+      lines += tuned
+    else:
+      lines += ["Measured by `python -m experiments.sweep` (shrunk CPU runs; details, spreads "
+                "and plots in [docs/RESULTS.md](docs/RESULTS.md)). Test P@1 and mAP, mean "
+                "over seeds:", ""] + self._glance_shrunk()
+    lines += self._verdict_lines()
+    return "\n".join(lines)
+
+  def _glance_shrunk(self) -> List[str]:
     body = []
     for obj in sweep.OBJECTIVES:
       cells = [obj]
@@ -256,14 +306,20 @@ class Report:
                   + [f"{rs.ranking(self.baseline, 'precision_at_1'):.3f} / "
                      f"{rs.ranking(self.baseline, 'map'):.3f}" if row == "debtags" else "-"
                      for row in self.rows()])
-    lines += rs.table(["objective"] + [ROW_TITLES[r] for r in self.rows()], body)
+    return rs.table(["objective"] + [ROW_TITLES[r] for r in self.rows()], body)
+
+  def _verdict_lines(self) -> List[str]:
+    lines = []
     if self.tuned_verdicts:
       lines += ["Seed claims from the tuned runs (complete rows so far: "
                 f"{', '.join(self.evidence.rows())}): " + "; ".join(
-                    f"{i}: **{v}**" for i, v in self.tuned_verdicts.items()) + "."]
+                    f"{i}: **{v}**" for i, v in self.tuned_verdicts.items())
+                + f"; 6: **{tuned_results.claim6(self.tuned)[2]}**."]
     if self.twice_verdicts:
+      sixth = tuned_results.claim6(self.tuned.at_twice_the_budget())[2]
       lines += [f"At twice the budget of the budget-limited rows ({', '.join(self.limited)}): "
-                + "; ".join(f"{i}: **{v}**" for i, v in self.twice_verdicts.items()) + "."]
+                + "; ".join(f"{i}: **{v}**" for i, v in self.twice_verdicts.items())
+                + f"; 6: **{sixth}**."]
     lines += [("Seed claims from the earlier shrunk runs: " if self.tuned_verdicts else
                "Seed claims: ") + "; ".join(f"{i}: **{v}**" for i, v in self.verdicts.items())
               + " (see RESULTS.md).", "", "## Which loss and decoder should I use?", ""]
@@ -273,8 +329,7 @@ class Report:
                 "hyperparameter chosen on validation; RESULTS.md, \"Tuned results\"):", ""]
       lines += tuned + ["", "From the earlier shrunk runs (one shared learning rate; "
                         "superseded where the tuned rows above exist):", ""]
-    lines += self.advice()
-    return "\n".join(lines)
+    return lines + self.advice()
 
   def advice(self) -> List[str]:
     out = []
