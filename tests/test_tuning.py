@@ -349,10 +349,12 @@ def test_a_finished_protocol_states_its_cost_against_the_planned_hours():
   assert text.startswith("## The tuned protocol\n")
   assert ("Every run it asks for is stored: 3 runs, 3 h of run time (the sum of each run's "
           "own wall-clock;") in text
+  assert ("of which tuning took 2 h (hw20k, debtags tune at their final length, below). "
+          "That is within") in text
   assert "That is within the 10 h planned for this machine." in text
   assert "nothing here is compared" not in text
   reports[0]["sweep"]["wall_seconds"] = 40 * 3600.0
   text = "\n".join(tuning.section(reports, rows, finished=True, **kw))
   assert "3 runs, 41 h of run time" in text
-  assert ("That is over the 10 h planned for this machine, mostly because hw20k and debtags "
-          "tune at their final length (below); nothing was cut.") in text
+  assert "of which tuning took 40 h" in text
+  assert "That is over the 10 h planned for this machine; nothing was cut." in text

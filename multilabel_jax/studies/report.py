@@ -272,8 +272,9 @@ class Report:
         body.append([f"peer: {peer['peer']} (untuned)"] + [
             cell(ranking["precision_at_1"], ranking["map"]) if row == "debtags" else "-"
             for row in rows])
+    seeds = "/".join(sorted({str(t.rows_spec[row].final.seeds) for row in rows}))
     return (["Measured by `python -m experiments.sweep --preset=tuned` (each objective at the "
-             "learning rate and own hyperparameter chosen on validation, 3 seeds; "
+             f"learning rate and own hyperparameter chosen on validation, {seeds} seeds; "
              "budget-limited rows at their final budget; details, spreads, twice-the-budget "
              "runs and plots in [docs/RESULTS.md](docs/RESULTS.md)). Test P@1 / mAP, mean "
              "over seeds; `-`: not run in that row:", ""]

@@ -402,13 +402,16 @@ def section(reports: Sequence[dict], rows: Dict[str, Stages], *, objectives: Seq
     return {r["sweep"]["setting"]: val_p1(r) for r in by.get((group, row, objective), [])}
 
   runs, hours = run_hours(reports)
+  _, tune_hours = run_hours([r for r in reports if r.get("sweep", {}).get("group") == TUNE])
+  at_length = [row for row, st in rows.items() if st.tune and st.tune.steps == st.final.steps]
   cost = (f"Every run it asks for is stored: {runs} runs, {hours:.0f} h of run time (the sum "
           "of each run's own wall-clock; most ran two at a time on the 2 cores, so one run "
-          f"alone is faster). "
+          f"alone is faster), of which tuning took {tune_hours:.0f} h"
+          + (f" ({', '.join(at_length)} tune at their final length, below)" if at_length
+             else "") + ". "
           + (f"That is within the {PLANNED_HOURS} h planned for this machine."
              if hours <= PLANNED_HOURS else
-             f"That is over the {PLANNED_HOURS} h planned for this machine, mostly because "
-             "hw20k and debtags tune at their final length (below); nothing was cut.")
+             f"That is over the {PLANNED_HOURS} h planned for this machine; nothing was cut.")
           if finished else
           "Its verdicts replace the tables below once its rows are complete; until then "
           "nothing here is compared. `--dry_run` lists what is left and its expected time.")
