@@ -266,12 +266,11 @@ class Report:
       body.append(["peer: sklearn one-vs-rest logistic regression (untuned)"] + [
           cell(rs.ranking(self.baseline, "precision_at_1"), rs.ranking(self.baseline, "map"))
           if row == "debtags" else "-" for row in rows])
-    for peer in t.peers:
-      if peer["data"]["name"] == "debtags" and "debtags" in rows:
-        ranking = peer["test"]["ranking"]
-        body.append([f"peer: {peer['peer']} (untuned)"] + [
-            cell(ranking["precision_at_1"], ranking["map"]) if row == "debtags" else "-"
-            for row in rows])
+    for peer in t.peers_of("debtags") if "debtags" in rows else []:
+      ranking = peer["test"]["ranking"]
+      body.append([f"peer: {peer['peer']} (untuned)"] + [
+          cell(ranking["precision_at_1"], ranking["map"]) if row == "debtags" else "-"
+          for row in rows])
     seeds = "/".join(sorted({str(t.rows_spec[row].final.seeds) for row in rows}))
     return (["Measured by `python -m experiments.sweep --preset=tuned` (each objective at the "
              f"learning rate and own hyperparameter chosen on validation, {seeds} seeds; "

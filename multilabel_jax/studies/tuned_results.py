@@ -62,6 +62,10 @@ class Tuned:
           return report["oracle"]
     return None
 
+  def peers_of(self, row: str) -> List[dict]:
+    """The peers' reports stored for ``row``'s dataset (debtags' only, today)."""
+    return [peer for peer in self.peers if peer["data"]["name"] == row]
+
   def progress(self, row: str) -> Tuple[int, int]:
     """``(objectives with every final seed stored, objectives of the row)``."""
     spec = self.rows_spec[row]
@@ -168,14 +172,12 @@ def row_table(t: Tuned, row: str) -> List[str]:
                  f"{oracle['ranking']['precision_at_5']:.3f}",
                  _oracle_map_cell(oracle, t.oracle_maps.get(row)),
                  f"{f1:.3f} (expected_f1)", "1.00", "-"])
-  if row == "debtags":
-    for peer in t.peers:
-      if peer["data"]["name"] == "debtags":
-        ranking = peer["test"]["ranking"]
-        body.append([f"peer: {peer['peer']}", "-",
-                     f"{peer['validation_ranking']['precision_at_1']:.3f}",
-                     f"{ranking['precision_at_1']:.3f}", f"{ranking['precision_at_5']:.3f}",
-                     f"{ranking.get('map', float('nan')):.3f}", "-", "1"])
+  for peer in t.peers_of(row):
+    ranking = peer["test"]["ranking"]
+    body.append([f"peer: {peer['peer']}", "-",
+                 f"{peer['validation_ranking']['precision_at_1']:.3f}",
+                 f"{ranking['precision_at_1']:.3f}", f"{ranking['precision_at_5']:.3f}",
+                 f"{ranking.get('map', float('nan')):.3f}", "-", "1"])
   return rs.table(header, body)
 
 
