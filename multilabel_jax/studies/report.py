@@ -55,6 +55,8 @@ class Report:
     self.twice = tuned_results.Evidence(self.tuned.at_twice_the_budget(), ROWS, self.baseline)
     self.limited = [row for row in self.tuned.rows() if self.tuned.limited(row)]
     self.verdicts, self.tuned_verdicts, self.twice_verdicts = {}, {}, {}
+    # Claim 6 (new with the tuned protocol) at the final budget and at twice the budget.
+    self.sixth = (tuned_results.claim6(self.tuned)[2], tuned_results.claim6(self.twice.tuned)[2])
 
   def runs(self, row, objective) -> Dict[int, dict]:
     return self.main.get((row, objective), {})
@@ -185,10 +187,8 @@ class Report:
                "same" if self.verdicts[i] == self.tuned_verdicts[i] else "**changed**"]
               + ([self.twice_verdicts[i]] if self.twice_verdicts else [])
               for i in self.verdicts]
-      sixth = [tuned_results.claim6(self.tuned)[2]]  # New with the tuned protocol.
-      if self.twice_verdicts:
-        sixth.append(tuned_results.claim6(self.tuned.at_twice_the_budget())[2])
-      body.append(["6", "(new)", sixth[0], "-"] + sixth[1:])
+      body.append(["6", "(new)", self.sixth[0], "-"]
+                  + ([self.sixth[1]] if self.twice_verdicts else []))
       lines += ["### Verdicts: shrunk runs against tuned runs", ""]
       lines += rs.table(["claim", "shrunk runs", "tuned runs", "shrunk to tuned"]
                         + (["tuned, twice the budget"] if self.twice_verdicts else []), body)
@@ -314,12 +314,11 @@ class Report:
       lines += ["Seed claims from the tuned runs (complete rows so far: "
                 f"{', '.join(self.evidence.rows())}): " + "; ".join(
                     f"{i}: **{v}**" for i, v in self.tuned_verdicts.items())
-                + f"; 6: **{tuned_results.claim6(self.tuned)[2]}**."]
+                + f"; 6: **{self.sixth[0]}**."]
     if self.twice_verdicts:
-      sixth = tuned_results.claim6(self.tuned.at_twice_the_budget())[2]
       lines += [f"At twice the budget of the budget-limited rows ({', '.join(self.limited)}): "
                 + "; ".join(f"{i}: **{v}**" for i, v in self.twice_verdicts.items())
-                + f"; 6: **{sixth}**."]
+                + f"; 6: **{self.sixth[1]}**."]
     lines += [("Seed claims from the earlier shrunk runs: " if self.tuned_verdicts else
                "Seed claims: ") + "; ".join(f"{i}: **{v}**" for i, v in self.verdicts.items())
               + " (see RESULTS.md).", "", "## Which loss and decoder should I use?", ""]
